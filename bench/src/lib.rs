@@ -1,0 +1,1 @@
+//! Gregor load tools (being written).

@@ -1,0 +1,1 @@
+//! Gregor storage engine (being written).

@@ -1,0 +1,1 @@
+//! Gregor Kafka protocol server (being written).
