@@ -1,3 +1,54 @@
-fn main() {
-    println!("gregor: being written");
+//! The `gregor` command. Each subcommand lives in its own module with its own clap `Args`
+//! and a `run` function; this file only parses and dispatches.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod broker;
+mod consume;
+mod produce;
+mod topics;
+
+#[derive(Parser)]
+#[command(name = "gregor", version, about = "Gregor: a Kafka-compatible streaming broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (defaults: data in ./data, listener 127.0.0.1:9092, all cores).
+    Broker(broker::BrokerArgs),
+    /// Create, list, describe, alter and delete topics (any Kafka-protocol broker).
+    Topics(topics::TopicsArgs),
+    /// Console producer: one record per input line (any Kafka-protocol broker).
+    Produce(produce::ProduceArgs),
+    /// Console consumer (any Kafka-protocol broker).
+    Consume(consume::ConsumeArgs),
+    /// Load tools: produce, consume, e2e and disk benchmarks (any Kafka-protocol broker).
+    Bench(bench::BenchArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GREGOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Broker(args) => broker::run(args),
+        Command::Topics(args) => topics::run(args),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
 }
