@@ -1,0 +1,172 @@
+"""Thin helpers around the real clients so the tests read as what they check."""
+
+import socket
+import struct
+import subprocess
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+CLIENT_TIMEOUT_S = 30
+
+
+def admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1, config=None) -> None:
+    futures = admin(bootstrap).create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
+        request_timeout=CLIENT_TIMEOUT_S,
+    )
+    futures[name].result(timeout=CLIENT_TIMEOUT_S)
+
+
+def producer(bootstrap: str, **conf) -> Producer:
+    base = {"bootstrap.servers": bootstrap, "broker.address.family": "v4", "linger.ms": 5}
+    base.update({k.replace("_", "."): v for k, v in conf.items()})
+    return Producer(base)
+
+
+def produce_all(p: Producer, topic: str, messages, partition=None) -> list:
+    """Produces (key, value, headers, timestamp_ms) tuples; returns delivery reports in order.
+    Fails the test on any delivery error."""
+    reports = []
+    errors = []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            reports.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
+
+    for key, value, headers, ts in messages:
+        kwargs = {"key": key, "value": value, "on_delivery": on_delivery}
+        if headers:
+            kwargs["headers"] = headers
+        if ts is not None:
+            kwargs["timestamp"] = ts
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                p.produce(topic, **kwargs)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    remaining = p.flush(CLIENT_TIMEOUT_S)
+    assert remaining == 0, f"{remaining} messages not delivered"
+    assert not errors, f"delivery errors: {errors[:5]}"
+    return reports
+
+
+def consume_assigned(bootstrap: str, topic: str, partitions, expected: int, timeout_s: float = CLIENT_TIMEOUT_S):
+    """confluent-kafka consumer on explicitly assigned partitions from the beginning, no group."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "broker.address.family": "v4",
+            "group.id": "e2e-assign-only",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in partitions])
+        out = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < expected and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                raise AssertionError(f"consume error: {msg.error()}")
+            out.append(msg)
+        return out
+    finally:
+        c.close()
+
+
+def kcat(*args, input_bytes=None, timeout_s: float = CLIENT_TIMEOUT_S) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["kcat", *args], input=input_bytes, capture_output=True, timeout=timeout_s, check=False
+    )
+
+
+def kafka_python_consumer(bootstrap: str, **conf):
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **conf)
+
+
+# --- raw protocol, for the hostile-input and version-fallback tests -------------------------
+
+
+def raw_request(api_key: int, api_version: int, correlation_id: int, body: bytes = b"", client_id=b"e2e") -> bytes:
+    header = struct.pack(">hhih", api_key, api_version, correlation_id, len(client_id)) + client_id
+    payload = header + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return buf
+
+
+def recv_frame(sock: socket.socket) -> bytes:
+    (size,) = struct.unpack(">i", recv_exact(sock, 4))
+    return recv_exact(sock, size)
+
+
+def connection_closed(sock: socket.socket, timeout_s: float = 10.0) -> bool:
+    """True when the peer closes (EOF or reset) within the timeout."""
+    sock.settimeout(timeout_s)
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def api_versions_v0(bootstrap_port: int) -> dict:
+    """ApiVersions v0 over a raw socket: {api_key: (min, max)} and the error code."""
+    with socket.create_connection(("127.0.0.1", bootstrap_port), timeout=10) as s:
+        s.sendall(raw_request(18, 0, 7))
+        frame = recv_frame(s)
+    corr, err, n = struct.unpack(">ihi", frame[:10])
+    assert corr == 7
+    apis = {}
+    off = 10
+    for _ in range(n):
+        k, lo, hi = struct.unpack(">hhh", frame[off : off + 6])
+        apis[k] = (lo, hi)
+        off += 6
+    return {"error": err, "apis": apis}
+
+
+__all__ = [
+    "KafkaError",
+    "TopicPartition",
+    "admin",
+    "create_topic",
+    "producer",
+    "produce_all",
+    "consume_assigned",
+    "kcat",
+    "kafka_python_consumer",
+    "raw_request",
+    "recv_frame",
+    "connection_closed",
+    "api_versions_v0",
+]

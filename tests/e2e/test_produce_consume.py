@@ -1,0 +1,216 @@
+"""Produce/consume round trips with real clients: keys, values, headers, timestamps, acks,
+codecs, ordering, large messages, restarts."""
+
+import json
+import time
+
+import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, TopicPartition
+
+from clients import consume_assigned, create_topic, kafka_python_consumer, kcat, produce_all, producer
+
+T = 30
+
+
+@pytest.mark.parametrize("acks", ["0", "1", "all"])
+def test_round_trip_keys_values_headers_timestamps(broker, topic_name, acks):
+    create_topic(broker.bootstrap, topic_name, partitions=1)
+    base_ts = 1_600_000_000_000
+    msgs = [
+        (f"k{i}".encode(), f"value-{i}".encode() * (i % 7 + 1), [("h", f"{i}".encode()), ("x", b"\x00\xff")], base_ts + i)
+        for i in range(200)
+    ]
+    msgs.append((None, b"no key", None, base_ts + 500))
+    msgs.append((b"tombstone", None, None, base_ts + 501))
+    p = producer(broker.bootstrap, acks=acks)
+    produce_all(p, topic_name, msgs)
+
+    got = consume_assigned(broker.bootstrap, topic_name, [0], len(msgs))
+    assert len(got) == len(msgs)
+    for i, (m, (key, value, headers, ts)) in enumerate(zip(got, msgs)):
+        assert m.offset() == i
+        assert m.key() == key
+        assert m.value() == value
+        assert (m.headers() or None) == (headers or None)
+        assert m.timestamp() == (TIMESTAMP_CREATE_TIME, ts)
+
+
+def test_delivery_reports_carry_offsets(broker, topic_name):
+    create_topic(broker.bootstrap, topic_name, partitions=1)
+    reports = produce_all(producer(broker.bootstrap, acks="all"), topic_name, [(None, b"%d" % i, None, None) for i in range(50)])
+    assert [off for (_, off, _, _) in reports] == list(range(50))
+
+
+def test_log_append_time(broker, topic_name):
+    create_topic(broker.bootstrap, topic_name, config={"message.timestamp.type": "LogAppendTime"})
+    before = int(time.time() * 1000)
+    produce_all(producer(broker.bootstrap), topic_name, [(None, b"a", None, 1000), (None, b"b", None, 2000)])
+    after = int(time.time() * 1000)
+    got = consume_assigned(broker.bootstrap, topic_name, [0], 2)
+    for m in got:
+        kind, ts = m.timestamp()
+        assert kind == TIMESTAMP_LOG_APPEND_TIME
+        assert before - 1000 <= ts <= after + 1000
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_codecs_read_by_every_client(broker, topic_name, codec):
+    create_topic(broker.bootstrap, topic_name, partitions=1)
+    msgs = [(b"k%d" % i, (b"compressible %d " % i) * 20, [("codec", codec.encode())], None) for i in range(300)]
+    produce_all(producer(broker.bootstrap, acks="all", **{"compression.type": codec, "linger.ms": 50}), topic_name, msgs)
+
+    got = consume_assigned(broker.bootstrap, topic_name, [0], len(msgs))
+    assert [m.value() for m in got] == [v for (_, v, _, _) in msgs]
+
+    out = kcat("-b", broker.bootstrap, "-C", "-t", topic_name, "-p", "0", "-o", "beginning", "-e", "-J")
+    assert out.returncode == 0, out.stderr.decode()
+    lines = [json.loads(x) for x in out.stdout.decode().splitlines() if x.strip()]
+    assert [x["payload"] for x in lines] == [v.decode() for (_, v, _, _) in msgs]
+    assert [x["offset"] for x in lines] == list(range(len(msgs)))
+
+    c = kafka_python_consumer(broker.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=10000)
+    try:
+        from kafka import TopicPartition as KTP
+
+        c.assign([KTP(topic_name, 0)])
+        c.seek_to_beginning()
+        vals = []
+        for rec in c:
+            vals.append(rec.value)
+            if len(vals) == len(msgs):
+                break
+        assert vals == [v for (_, v, _, _) in msgs]
+    finally:
+        c.close()
+
+
+def test_kcat_produce_kafka_python_consume(broker, topic_name):
+    create_topic(broker.bootstrap, topic_name, partitions=1)
+    lines = b"".join(b"key%d:line %d\n" % (i, i) for i in range(100))
+    out = kcat("-b", broker.bootstrap, "-P", "-t", topic_name, "-K", ":", "-p", "0", input_bytes=lines)
+    assert out.returncode == 0, out.stderr.decode()
+    c = kafka_python_consumer(broker.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=10000)
+    try:
+        from kafka import TopicPartition as KTP
+
+        c.assign([KTP(topic_name, 0)])
+        recs = []
+        for rec in c:
+            recs.append(rec)
+            if len(recs) == 100:
+                break
+    finally:
+        c.close()
+    assert [(r.key, r.value, r.offset) for r in recs] == [(b"key%d" % i, b"line %d" % i, i) for i in range(100)]
+
+
+def test_kafka_python_producer_round_trip(broker, topic_name):
+    from kafka import KafkaProducer
+
+    create_topic(broker.bootstrap, topic_name, partitions=3)
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
+    futures = [p.send(topic_name, key=b"k%d" % (i % 5), value=b"v%d" % i, headers=[("n", b"%d" % i)]) for i in range(300)]
+    metas = [f.get(timeout=T) for f in futures]
+    p.close()
+    by_partition = {}
+    for i, m in enumerate(metas):
+        by_partition.setdefault(m.partition, []).append((m.offset, i))
+    for part, items in by_partition.items():
+        assert [o for (o, _) in items] == list(range(len(items))), f"offsets on partition {part} not dense"
+    got = consume_assigned(broker.bootstrap, topic_name, [0, 1, 2], 300)
+    assert sorted(int(m.value()[1:]) for m in got) == list(range(300))
+    assert all(m.headers() == [("n", m.value()[1:])] for m in got)
+
+
+def test_per_partition_order_of_10000_keyed_messages(broker, topic_name):
+    create_topic(broker.bootstrap, topic_name, partitions=4)
+    keys = [b"key-%d" % k for k in range(16)]
+    msgs = [(keys[i % 16], b"%d" % i, None, None) for i in range(10_000)]
+    reports = produce_all(producer(broker.bootstrap, acks="1", **{"linger.ms": 20}), topic_name, msgs)
+    part_of_key = {}
+    for part, _, key, _ in reports:
+        assert part_of_key.setdefault(key, part) == part, "same key landed on two partitions"
+    got = consume_assigned(broker.bootstrap, topic_name, [0, 1, 2, 3], 10_000, timeout_s=60)
+    assert len(got) == 10_000
+    seq_by_key = {}
+    for m in got:
+        assert m.partition() == part_of_key[m.key()]
+        seq_by_key.setdefault(m.key(), []).append(int(m.value()))
+    for key, seq in seq_by_key.items():
+        assert seq == sorted(seq), f"key {key} out of order"
+        assert len(seq) == 10_000 // 16
+
+
+def test_900kb_message(broker, topic_name):
+    create_topic(broker.bootstrap, topic_name)
+    big = bytes(range(256)) * (900_000 // 256)
+    produce_all(producer(broker.bootstrap, acks="all", **{"message.max.bytes": 2_000_000}), topic_name, [(b"big", big, None, None)])
+    got = consume_assigned(broker.bootstrap, topic_name, [0], 1)
+    assert got[0].value() == big
+    out = kcat("-b", broker.bootstrap, "-C", "-t", topic_name, "-o", "beginning", "-e", "-f", "%S\n")
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().split() == [str(len(big))]
+
+
+def test_message_too_large_is_refused_with_kafka_error(broker, topic_name):
+    from confluent_kafka import KafkaError
+
+    create_topic(broker.bootstrap, topic_name)  # max.message.bytes default 1048588
+    p = producer(broker.bootstrap, acks="all", **{"message.max.bytes": 5_000_000})
+    errs = []
+    p.produce(topic_name, value=b"z" * 2_000_000, on_delivery=lambda e, m: errs.append(e))
+    p.flush(T)
+    assert errs and errs[0] is not None and errs[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+    # The partition is unharmed and keeps working.
+    produce_all(p, topic_name, [(None, b"small", None, None)])
+    got = consume_assigned(broker.bootstrap, topic_name, [0], 1)
+    assert got[0].value() == b"small" and got[0].offset() == 0
+
+
+def test_restart_reads_everything_back(broker, topic_name):
+    create_topic(broker.bootstrap, topic_name, partitions=3, config={"segment.bytes": "65536"})
+    msgs = [(b"k%d" % i, b"v%d-" % i * 30, None, None) for i in range(3000)]
+    produce_all(producer(broker.bootstrap, acks="all"), topic_name, msgs)
+    broker.restart()
+    got = consume_assigned(broker.bootstrap, topic_name, [0, 1, 2], 3000)
+    assert sorted(m.value() for m in got) == sorted(v for (_, v, _, _) in msgs)
+    # Kafka's layout: one directory per partition, segments named by 20-digit base offset.
+    for p in range(3):
+        d = broker.data_dir / f"{topic_name}-{p}"
+        assert (d / "00000000000000000000.log").exists()
+        assert (d / "00000000000000000000.index").exists()
+    logs = sorted(x.name for x in broker.data_dir.glob(f"{topic_name}-*/*.log"))
+    assert len(logs) > 3, "segment.bytes=65536 should have rolled segments"
+    # Appends continue at the right offsets after the restart.
+    reports = produce_all(producer(broker.bootstrap, acks="all"), topic_name, [(None, b"after", None, None)], partition=0)
+    before = sum(1 for m in got if m.partition() == 0)
+    assert reports[0][1] == before
+
+
+def test_long_poll_fetch_returns_when_data_arrives(broker, topic_name):
+    create_topic(broker.bootstrap, topic_name)
+    from confluent_kafka import Consumer
+
+    c = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": "lp",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5000,
+            "broker.address.family": "v4",
+        }
+    )
+    try:
+        c.assign([TopicPartition(topic_name, 0, 0)])
+        assert c.poll(1.0) is None
+        p = producer(broker.bootstrap, acks="1", **{"linger.ms": 0})
+        sent = time.monotonic()
+        produce_all(p, topic_name, [(None, b"wake", None, None)])
+        msg = None
+        while msg is None and time.monotonic() - sent < 10:
+            msg = c.poll(0.2)
+        assert msg is not None and msg.value() == b"wake"
+        # A long poll that wakes on append answers well before fetch.wait.max.ms.
+        assert time.monotonic() - sent < 4.0
+    finally:
+        c.close()

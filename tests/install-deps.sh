@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests need: kcat (Debian package) and the Python clients (PyPI).
+# Idempotent: skips what is already present.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v kcat >/dev/null 2>&1; then
+  echo "installing kcat (Debian package)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$here/requirements.txt"
+echo "test dependencies ready: $(kcat -V | head -1 | cut -c1-40)..., $(python3 -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.version(), "kafka-python", kafka.__version__)')"
