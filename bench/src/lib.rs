@@ -1,1 +1,7 @@
-//! Gregor load tools (being written).
+//! Gregor load tools and the Kafka-protocol client they are built on.
+//!
+//! - [`client`]: connections, version negotiation, metadata, admin, producer, consumer.
+//! - [`load`]: `gregor bench produce|consume|e2e|disk`.
+
+pub mod client;
+pub mod load;
