@@ -3,5 +3,6 @@
 //! - [`client`]: connections, version negotiation, metadata, admin, producer, consumer.
 //! - [`load`]: `gregor bench produce|consume|e2e|disk`.
 
+pub mod cli;
 pub mod client;
 pub mod load;

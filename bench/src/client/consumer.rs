@@ -129,6 +129,13 @@ impl Consumer {
         Ok(())
     }
 
+    /// Latest offsets (log end) of some partitions, from their leaders.
+    pub async fn cluster_list_latest(&self, partitions: &[i32]) -> Result<BTreeMap<i32, i64>> {
+        self.cluster
+            .list_offsets(&self.topic, partitions, LATEST)
+            .await
+    }
+
     /// Current position (next offset to read) per partition.
     pub fn positions(&self) -> &BTreeMap<i32, i64> {
         &self.positions

@@ -34,3 +34,143 @@ where
         .join()
         .map_err(|_| std::io::Error::other("client executor panicked"))
 }
+
+#[cfg(test)]
+pub(crate) mod fake_broker;
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::fake_broker::{FakeBroker, FakeConfig};
+    use super::*;
+
+    fn fake(partitions: i32, fail: Option<(usize, i16)>) -> FakeBroker {
+        FakeBroker::start(FakeConfig {
+            topic: "t".into(),
+            partitions,
+            fail_every_nth_batch: fail,
+        })
+    }
+
+    #[test]
+    fn produce_then_consume_round_trip_against_fake_broker() {
+        let broker = fake(3, None);
+        let addr = broker.addr.clone();
+        let (acked, seen) = block_on(move || async move {
+            let cluster = Cluster::connect(ClientConfig::new(&addr)).await.unwrap();
+            let acked = Rc::new(RefCell::new(0i64));
+            let a = acked.clone();
+            let cfg = ProducerConfig {
+                batch_bytes: 512,
+                ..Default::default()
+            };
+            let on_ack: producer::AckCallback = Rc::new(move |b: &BatchAck<'_>| {
+                assert!(b.error.is_none(), "{:?}", b.error);
+                *a.borrow_mut() += b.record_count as i64;
+            });
+            let p = Producer::new(cluster.clone(), "t", cfg, on_ack)
+                .await
+                .unwrap();
+            for i in 0..300u64 {
+                let key = format!("k{}", i % 7);
+                let value = format!("value-{i}");
+                p.send(
+                    None,
+                    Some(key.as_bytes()),
+                    Some(value.as_bytes()),
+                    &[("h", Some(b"1"))],
+                    1,
+                    i,
+                )
+                .await
+                .unwrap();
+            }
+            p.close().await.unwrap();
+            let mut c = Consumer::new(cluster, "t", ConsumerConfig::default());
+            c.assign(&[0, 1, 2], StartOffset::Earliest).await.unwrap();
+            let mut seen = Vec::new();
+            while seen.len() < 300 {
+                for f in c.poll().await.unwrap() {
+                    for b in &f.batches {
+                        for r in b.records() {
+                            let r = r.unwrap();
+                            let key = r.key.unwrap();
+                            // Same key, same partition, as Java's partitioner would place it.
+                            assert_eq!(f.partition, partitioner::partition_for_key(key, 3));
+                            seen.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+                        }
+                    }
+                }
+            }
+            (*acked.borrow(), seen)
+        })
+        .unwrap();
+        assert_eq!(acked, 300);
+        assert_eq!(seen.len(), 300);
+        let total: i64 = (0..3).map(|p| broker.stored_records(p)).sum();
+        assert_eq!(total, 300);
+    }
+
+    #[test]
+    fn failed_batches_are_reported_as_errors_not_acks() {
+        // Every 3rd batch fails with NOT_LEADER_OR_FOLLOWER.
+        let broker = fake(1, Some((3, 6)));
+        let addr = broker.addr.clone();
+        let (ok, failed, names) = block_on(move || async move {
+            let cluster = Cluster::connect(ClientConfig::new(&addr)).await.unwrap();
+            let counts = Rc::new(RefCell::new((0i64, 0i64, Vec::new())));
+            let c = counts.clone();
+            let cfg = ProducerConfig {
+                batch_bytes: 200,
+                acks: 1,
+                ..Default::default()
+            };
+            let on_ack: producer::AckCallback = Rc::new(move |b: &BatchAck<'_>| {
+                let mut c = c.borrow_mut();
+                match b.error {
+                    None => c.0 += b.record_count as i64,
+                    Some(e) => {
+                        c.1 += b.record_count as i64;
+                        c.2.push(e.to_string());
+                    }
+                }
+            });
+            let p = Producer::new(cluster, "t", cfg, on_ack).await.unwrap();
+            for i in 0..200u64 {
+                p.send(None, None, Some(&[b'x'; 50]), &[], 0, i)
+                    .await
+                    .unwrap();
+            }
+            p.close().await.unwrap();
+            let c = counts.borrow();
+            (c.0, c.1, c.2.clone())
+        })
+        .unwrap();
+        assert_eq!(ok + failed, 200);
+        assert!(failed > 0);
+        assert_eq!(
+            broker.stored_records(0),
+            ok,
+            "acked count must equal what the broker stored"
+        );
+        assert!(names[0].contains("NOT_LEADER_OR_FOLLOWER"), "{}", names[0]);
+    }
+
+    #[test]
+    fn connect_to_closed_port_is_an_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let r = block_on(move || async move {
+            Cluster::connect(ClientConfig::new(&format!("127.0.0.1:{port}")))
+                .await
+                .map(|_| ())
+        })
+        .unwrap();
+        assert!(matches!(r, Err(ClientError::Io { .. })), "{r:?}");
+    }
+}
