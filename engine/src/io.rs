@@ -1,0 +1,210 @@
+//! The backend seam: segment file I/O through glommio O_DIRECT (`Dma`) or `std::fs` (`Std`).
+//!
+//! Everything above this module is backend-agnostic except for one fact: a `Dma` write must
+//! start on a block boundary and cover whole blocks, so the segment keeps the partially
+//! filled last block in memory and rewrites it with each append (see `segment.rs`).
+
+use crate::config::BackendKind;
+use bytes::Bytes;
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::rc::Rc;
+
+/// O_DIRECT block size used for alignment. 4 KiB satisfies both 512-byte and 4 KiB devices.
+pub(crate) const BLOCK_BYTES: u64 = 4096;
+
+pub(crate) fn align_down(v: u64) -> u64 {
+    v & !(BLOCK_BYTES - 1)
+}
+
+pub(crate) fn align_up(v: u64) -> u64 {
+    (v + BLOCK_BYTES - 1) & !(BLOCK_BYTES - 1)
+}
+
+/// An open segment `.log` file.
+pub(crate) enum SegFile {
+    Std(std::fs::File),
+    Dma(DmaFile),
+}
+
+/// A buffer being filled for one write.
+pub(crate) enum WriteBuf {
+    Heap(Vec<u8>),
+    Dma(DmaBuffer),
+}
+
+impl WriteBuf {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            WriteBuf::Heap(v) => v.as_mut_slice(),
+            WriteBuf::Dma(b) => b.as_bytes_mut(),
+        }
+    }
+}
+
+/// A written buffer, kept by the tail cache instead of copying the data again.
+#[derive(Clone)]
+pub(crate) enum SharedBuf {
+    Heap(Bytes),
+    Dma(Rc<DmaBuffer>),
+}
+
+impl SharedBuf {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            SharedBuf::Heap(b) => b,
+            SharedBuf::Dma(b) => b.as_bytes(),
+        }
+    }
+}
+
+thread_local! {
+    /// Devices (st_dev) for which glommio's io_uring poll-ring probe has been run correctly.
+    static PROBED_DEVICES: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// glommio decides once per device and thread whether reads may use the IOPOLL ring, by
+/// reading the first block of the first file it opens there. On an empty file that read
+/// succeeds trivially, so glommio wrongly enables IOPOLL and every later read on a device
+/// without poll queues (virtio, most cloud disks) fails with EOPNOTSUPP. Open a one-block
+/// file first so the probe sees real data and decides correctly.
+async fn probe_device_once(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dev = std::fs::metadata(dir)?.dev();
+    if PROBED_DEVICES.with(|p| p.borrow().contains(&dev)) {
+        return Ok(());
+    }
+    let probe_path = dir.join(".gregor-dma-probe.tmp");
+    std::fs::write(&probe_path, vec![0u8; BLOCK_BYTES as usize])?;
+    let probe = OpenOptions::new().read(true).dma_open(&probe_path).await;
+    let _ = std::fs::remove_file(&probe_path);
+    probe?.close().await?;
+    PROBED_DEVICES.with(|p| p.borrow_mut().push(dev));
+    Ok(())
+}
+
+impl SegFile {
+    /// Open (creating if missing) a segment file for reading and writing.
+    pub(crate) async fn open(path: &Path, backend: BackendKind) -> io::Result<SegFile> {
+        match backend {
+            BackendKind::Std => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)?;
+                Ok(SegFile::Std(file))
+            }
+            BackendKind::Dma => {
+                probe_device_once(path).await?;
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .dma_open(path)
+                    .await?;
+                Ok(SegFile::Dma(file))
+            }
+        }
+    }
+
+    /// Whether writes must be block-aligned (and so carry the partial last block).
+    pub(crate) fn needs_alignment(&self) -> bool {
+        matches!(self, SegFile::Dma(_))
+    }
+
+    /// A buffer for a write of `len` bytes (Dma: `len` must be a multiple of the block).
+    pub(crate) fn alloc(&self, len: usize) -> WriteBuf {
+        match self {
+            SegFile::Std(_) => WriteBuf::Heap(vec![0u8; len]),
+            SegFile::Dma(f) => {
+                let mut buf = f.alloc_dma_buffer(len);
+                // The padding past the data goes to disk: keep it deterministic (zeros).
+                buf.as_bytes_mut().fill(0);
+                WriteBuf::Dma(buf)
+            }
+        }
+    }
+
+    /// Write the whole buffer at `pos`. Returns the buffer, shared, for the tail cache.
+    pub(crate) async fn write_at(&self, buf: WriteBuf, pos: u64) -> io::Result<SharedBuf> {
+        match (self, buf) {
+            (SegFile::Std(f), WriteBuf::Heap(v)) => {
+                f.write_all_at(&v, pos)?;
+                Ok(SharedBuf::Heap(Bytes::from(v)))
+            }
+            (SegFile::Dma(f), WriteBuf::Dma(b)) => {
+                debug_assert_eq!(pos % BLOCK_BYTES, 0);
+                let len = b.len();
+                let shared = Rc::new(b);
+                let written = f.write_rc_at(shared.clone(), pos).await?;
+                if written != len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "short O_DIRECT write",
+                    ));
+                }
+                Ok(SharedBuf::Dma(shared))
+            }
+            _ => Err(io::Error::other("write buffer does not match the backend")),
+        }
+    }
+
+    /// Read up to `len` bytes at `pos` (fewer at end of file).
+    pub(crate) async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        match self {
+            SegFile::Std(f) => {
+                let mut out = vec![0u8; len];
+                let mut done = 0usize;
+                while done < len {
+                    let n = f.read_at(&mut out[done..], pos + done as u64)?;
+                    if n == 0 {
+                        break;
+                    }
+                    done += n;
+                }
+                out.truncate(done);
+                Ok(Bytes::from(out))
+            }
+            SegFile::Dma(f) => {
+                let result = f.read_at(pos, len).await?;
+                Ok(Bytes::copy_from_slice(&result))
+            }
+        }
+    }
+
+    pub(crate) async fn sync(&self) -> io::Result<()> {
+        match self {
+            SegFile::Std(f) => f.sync_data(),
+            SegFile::Dma(f) => Ok(f.fdatasync().await?),
+        }
+    }
+
+    pub(crate) async fn truncate(&self, len: u64) -> io::Result<()> {
+        match self {
+            SegFile::Std(f) => f.set_len(len),
+            SegFile::Dma(f) => Ok(f.truncate(len).await?),
+        }
+    }
+
+    pub(crate) async fn size(&self) -> io::Result<u64> {
+        match self {
+            SegFile::Std(f) => Ok(f.metadata()?.len()),
+            SegFile::Dma(f) => Ok(f.file_size().await?),
+        }
+    }
+
+    /// Reserve disk blocks without changing the file size, so a crash never exposes
+    /// preallocated zeros as log data and recovery sees the true end.
+    pub(crate) async fn preallocate(&self, len: u64) -> io::Result<()> {
+        match self {
+            // Portable backend: no reservation (std has no fallocate).
+            SegFile::Std(_) => Ok(()),
+            SegFile::Dma(f) => Ok(f.pre_allocate(len, true).await?),
+        }
+    }
+}

@@ -1,0 +1,752 @@
+//! The partition log: an ordered list of segments plus offsets, flush policy, retention and
+//! recovery. All methods take `&self`: many produce and fetch tasks of one core share a `Log`.
+//! Appends, truncation and retention are serialized by an async write lock; reads take no
+//! lock (they hold `Rc`s of the segments they read). No `RefCell` borrow crosses an `.await`.
+
+use crate::batch;
+use crate::cache::TailCache;
+use crate::config::{BackendKind, LogConfig, TimestampType};
+use crate::error::LogError;
+use crate::segment::{Segment, file_name};
+use crate::sync::LocalMutex;
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// Marker written by [`Log::close`]; its presence at open means the indexes can be trusted.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
+/// Checkpoint of the log start offset advanced by `delete_records_before`.
+pub const LOG_START_CHECKPOINT_FILE: &str = "log-start-offset";
+
+/// Result of a successful [`Log::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record.
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// The timestamp written under LogAppendTime, -1 under CreateTime.
+    pub log_append_time_ms: i64,
+    /// Log start offset after the append.
+    pub log_start_offset: i64,
+    /// Records appended (sum over batches of `lastOffsetDelta + 1`).
+    pub record_count: u32,
+}
+
+/// Result of [`Log::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole stored batches, concatenated, ready to send as a Fetch `records` field.
+    pub data: Bytes,
+    /// High watermark at the time of the read.
+    pub high_watermark: i64,
+    /// Log start offset at the time of the read.
+    pub log_start_offset: i64,
+    /// Log end offset at the time of the read.
+    pub log_end_offset: i64,
+}
+
+/// A Kafka partition log stored as a directory of segments.
+///
+/// `!Send`: it belongs to one core. With [`BackendKind::Dma`] it must be opened and used inside
+/// a glommio `LocalExecutor`.
+pub struct Log {
+    dir: PathBuf,
+    backend: BackendKind,
+    config: RefCell<LogConfig>,
+    /// Ordered by base offset; never empty; the last one is the active segment.
+    segments: RefCell<Vec<Rc<Segment>>>,
+    cache: RefCell<TailCache>,
+    write_lock: LocalMutex,
+    flush_lock: LocalMutex,
+    log_start: Cell<i64>,
+    log_end: Cell<i64>,
+    flushed: Cell<i64>,
+    high_watermark: Cell<i64>,
+    last_flush_ms: Cell<i64>,
+    closed: Cell<bool>,
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn read_log_start_checkpoint(dir: &Path) -> Option<i64> {
+    let text = std::fs::read_to_string(dir.join(LOG_START_CHECKPOINT_FILE)).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != "0" {
+        return None;
+    }
+    lines.next()?.trim().parse().ok()
+}
+
+fn write_log_start_checkpoint(dir: &Path, offset: i64) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{LOG_START_CHECKPOINT_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(format!("0\n{offset}\n").as_bytes())?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, dir.join(LOG_START_CHECKPOINT_FILE))?;
+    sync_dir(dir)
+}
+
+impl Log {
+    /// Open the log in `dir` (created if missing), recovering it: after a clean shutdown the
+    /// persisted indexes are used; otherwise the last segment is scanned batch by batch, its
+    /// torn or corrupt tail truncated and its indexes rebuilt.
+    pub async fn open(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        backend: BackendKind,
+    ) -> Result<Log, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        let config = config.sanitized();
+        let now_ms = wall_clock_ms();
+        std::fs::create_dir_all(&dir)?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        if clean {
+            // Remove before anything changes, so a crash from here on forces a full recovery.
+            std::fs::remove_file(&marker)?;
+            sync_dir(&dir)?;
+        }
+        let mut bases = Vec::new();
+        let mut others = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".log")
+                && let (20, Ok(base)) = (stem.len(), stem.parse::<i64>())
+            {
+                bases.push(base);
+                continue;
+            }
+            others.push(name);
+        }
+        bases.sort_unstable();
+        for name in others {
+            // Indexes without a log, and leftovers of interrupted renames, are garbage.
+            let orphan_index = ["index", "timeindex"].iter().any(|ext| {
+                name.strip_suffix(&format!(".{ext}"))
+                    .and_then(|stem| stem.parse::<i64>().ok())
+                    .is_some_and(|b| bases.binary_search(&b).is_err())
+            });
+            if orphan_index || name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(dir.join(&name));
+            }
+        }
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let next = bases.get(i + 1).copied();
+            let is_last = next.is_none();
+            // Sealed segments were fsynced with their indexes before the next one was created.
+            let trust = clean || !is_last;
+            let seg = Segment::open_existing(
+                &dir,
+                base,
+                backend,
+                trust,
+                next,
+                config.index_interval_bytes,
+                now_ms,
+            )
+            .await?;
+            segments.push(Rc::new(seg));
+        }
+        let checkpoint = read_log_start_checkpoint(&dir);
+        if segments.is_empty() {
+            let base = checkpoint.unwrap_or(0).max(0);
+            segments.push(Rc::new(Segment::create(&dir, base, backend, now_ms).await?));
+            sync_dir(&dir)?;
+        }
+        let active = segments.last().cloned().expect("segments is never empty");
+        active.load_tail().await?;
+        if !clean {
+            active.file.sync().await?;
+        }
+        if config.preallocate {
+            let _ = active.file.preallocate(config.segment_bytes).await;
+        }
+        let log_end = active.meta.borrow().next_offset;
+        let first_base = segments[0].base_offset;
+        let log_start = checkpoint
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(log_end);
+        Ok(Log {
+            dir,
+            backend,
+            cache: RefCell::new(TailCache::new(config.tail_cache_bytes)),
+            config: RefCell::new(config),
+            segments: RefCell::new(segments),
+            write_lock: LocalMutex::default(),
+            flush_lock: LocalMutex::default(),
+            log_start: Cell::new(log_start),
+            log_end: Cell::new(log_end),
+            flushed: Cell::new(log_end),
+            high_watermark: Cell::new(log_end),
+            last_flush_ms: Cell::new(now_ms),
+            closed: Cell::new(false),
+        })
+    }
+
+    fn active(&self) -> Rc<Segment> {
+        self.segments
+            .borrow()
+            .last()
+            .cloned()
+            .expect("segments is never empty")
+    }
+
+    /// Append one or more concatenated v2 batches exactly as a Produce request carries them.
+    /// All batches are validated first (all-or-nothing), then offsets starting at the log end
+    /// are assigned and the bytes written in one I/O. `now_ms` is the broker's clock, used for
+    /// LogAppendTime, `segment.ms` and `flush.ms`.
+    pub async fn append(
+        &self,
+        records: Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        let infos = batch::validate_records(&records, config.max_message_bytes as usize)?;
+        if records.len() as u64 > config.segment_bytes {
+            return Err(LogError::RecordListTooLarge {
+                records_bytes: records.len(),
+                segment_bytes: config.segment_bytes,
+            });
+        }
+        let record_count: i64 = infos.iter().map(|i| i.last_offset_delta as i64 + 1).sum();
+        let guard = self.write_lock.lock().await;
+        if self.closed.get() {
+            return Err(LogError::Closed);
+        }
+        let base_offset = self.log_end.get();
+        let last_offset = base_offset + record_count - 1;
+        if self.should_roll(records.len() as u64, last_offset, now_ms, &config) {
+            self.roll(now_ms, &config).await?;
+        }
+        let log_append_time =
+            (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        self.active()
+            .append(
+                &self.cache,
+                &records,
+                &infos,
+                base_offset,
+                leader_epoch,
+                log_append_time,
+                config.index_interval_bytes,
+                now_ms,
+            )
+            .await?;
+        self.log_end.set(last_offset + 1);
+        drop(guard);
+        let unflushed = (self.log_end.get() - self.flushed.get()) as u64;
+        let flush_due_by_time = config.flush_ms != u64::MAX
+            && now_ms - self.last_flush_ms.get() >= config.flush_ms as i64;
+        if unflushed >= config.flush_messages || flush_due_by_time {
+            self.flush().await?;
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            log_append_time_ms: log_append_time.unwrap_or(-1),
+            log_start_offset: self.log_start.get(),
+            record_count: record_count as u32,
+        })
+    }
+
+    fn should_roll(
+        &self,
+        append_bytes: u64,
+        last_offset: i64,
+        now_ms: i64,
+        config: &LogConfig,
+    ) -> bool {
+        let active = self.active();
+        let m = active.meta.borrow();
+        if m.size_bytes == 0 {
+            return false;
+        }
+        let index_max = config.segment_index_bytes as usize;
+        m.size_bytes + append_bytes > config.segment_bytes
+            || m.roll_base_ms
+                .is_some_and(|t| now_ms - t >= config.segment_ms as i64)
+            || (m.index.entries.len() + 1) * crate::index::OFFSET_ENTRY_BYTES > index_max
+            || (m.time_index.entries.len() + 1) * crate::index::TIME_ENTRY_BYTES > index_max
+            || last_offset - active.base_offset > i32::MAX as i64
+    }
+
+    /// Seal the active segment and start a new one at the log end. Caller holds the write lock.
+    async fn roll(&self, now_ms: i64, config: &LogConfig) -> Result<(), LogError> {
+        let active = self.active();
+        if active.meta.borrow().size_bytes == 0 {
+            return Ok(());
+        }
+        active.seal().await?;
+        let base = self.log_end.get();
+        let seg = Segment::create(&self.dir, base, self.backend, now_ms).await?;
+        if config.preallocate
+            && let Err(e) = seg.file.preallocate(config.segment_bytes).await
+        {
+            tracing::warn!(error = %e, "segment preallocation failed");
+        }
+        sync_dir(&self.dir)?;
+        self.segments.borrow_mut().push(Rc::new(seg));
+        // Every sealed segment was fsynced when it was sealed.
+        self.flushed.set(self.flushed.get().max(base));
+        Ok(())
+    }
+
+    /// Whole batches starting with the one containing `offset`, up to `max_bytes` (at least one
+    /// whole batch if any exists below `max_offset`, as KIP-74), never a batch whose base offset
+    /// is >= `max_offset` (the broker passes the high watermark). Reading at the log end
+    /// returns no data; below the log start or past the end is `OffsetOutOfRange`.
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<ReadResult, LogError> {
+        let log_start = self.log_start.get();
+        let log_end = self.log_end.get();
+        if offset < log_start || offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        let limit = max_offset.min(log_end);
+        let mut data = Bytes::new();
+        let mut next = self.segment_for(offset);
+        while let Some(seg) = next {
+            if offset >= limit || seg.base_offset >= limit {
+                break;
+            }
+            if let Some(found) = self.read_segment(&seg, offset, max_bytes, limit).await? {
+                data = found;
+                break;
+            }
+            next = self.segment_after(seg.base_offset);
+        }
+        Ok(ReadResult {
+            data,
+            high_watermark: self.high_watermark.get(),
+            log_start_offset: self.log_start.get(),
+            log_end_offset: self.log_end.get(),
+        })
+    }
+
+    /// The segment that would contain `offset` (the first one if `offset` precedes all).
+    fn segment_for(&self, offset: i64) -> Option<Rc<Segment>> {
+        let segs = self.segments.borrow();
+        let i = segs
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        segs.get(i).cloned()
+    }
+
+    fn segment_after(&self, base: i64) -> Option<Rc<Segment>> {
+        let segs = self.segments.borrow();
+        let i = segs.partition_point(|s| s.base_offset <= base);
+        segs.get(i).cloned()
+    }
+
+    async fn read_segment(
+        &self,
+        seg: &Segment,
+        offset: i64,
+        max_bytes: usize,
+        limit: i64,
+    ) -> Result<Option<Bytes>, LogError> {
+        let end = seg.meta.borrow().size_bytes;
+        let Some((position, first)) = seg.locate(&self.cache, offset, end).await? else {
+            return Ok(None);
+        };
+        if first.base_offset >= limit {
+            return Ok(Some(Bytes::new()));
+        }
+        let want = (max_bytes as u64)
+            .max(first.total_bytes)
+            .min(end - position) as usize;
+        let buf = seg.read_range(&self.cache, position, want).await?;
+        let mut taken = 0usize;
+        for (header, bytes) in batch::BatchIter::new(&buf) {
+            if header.base_offset.get() >= limit || (taken > 0 && taken + bytes.len() > max_bytes) {
+                break;
+            }
+            taken += bytes.len();
+        }
+        if taken == 0 {
+            return Err(LogError::CorruptLog {
+                segment_base: seg.base_offset,
+                position,
+                reason: "unreadable batch",
+            });
+        }
+        Ok(Some(buf.slice(..taken)))
+    }
+
+    /// Make everything appended so far durable. Concurrent callers share one fdatasync (group
+    /// commit): whoever waits for the flush lock finds its data already covered. Returns the
+    /// flushed offset (exclusive).
+    pub async fn flush(&self) -> Result<i64, LogError> {
+        let target = self.log_end.get();
+        if self.flushed.get() >= target {
+            return Ok(self.flushed.get());
+        }
+        let _guard = self.flush_lock.lock().await;
+        if self.flushed.get() >= target {
+            return Ok(self.flushed.get());
+        }
+        // Covers everything fully written now, including appends that arrived while waiting.
+        let end = self.log_end.get();
+        let dirty: Vec<Rc<Segment>> = self
+            .segments
+            .borrow()
+            .iter()
+            .filter(|s| s.meta.borrow().dirty)
+            .cloned()
+            .collect();
+        for seg in dirty {
+            seg.meta.borrow_mut().dirty = false;
+            if let Err(e) = seg.file.sync().await {
+                seg.meta.borrow_mut().dirty = true;
+                return Err(e.into());
+            }
+        }
+        self.flushed
+            .set(self.flushed.get().max(end).min(self.log_end.get()));
+        self.last_flush_ms.set(wall_clock_ms());
+        Ok(self.flushed.get())
+    }
+
+    /// First offset readable (advanced by retention and `delete_records_before`).
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start.get()
+    }
+
+    /// Next offset to assign.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end.get()
+    }
+
+    /// Offsets below this are durable (fdatasynced).
+    pub fn flushed_offset(&self) -> i64 {
+        self.flushed.get()
+    }
+
+    /// High watermark (set by the broker; initialised to the log end at open).
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.get()
+    }
+
+    /// Set the high watermark, clamped to `[log_start, log_end]`.
+    pub fn set_high_watermark(&self, hw: i64) {
+        self.high_watermark
+            .set(hw.clamp(self.log_start.get(), self.log_end.get()));
+    }
+
+    /// For ListOffsets by timestamp: the first record with timestamp >= `timestamp_ms`, as
+    /// (offset, timestamp). Record-level for uncompressed batches; for compressed ones the
+    /// batch's base offset and max timestamp (the records are not decompressed).
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
+        let candidates: Vec<Rc<Segment>> = {
+            let segs = self.segments.borrow();
+            segs.iter()
+                .filter(|s| {
+                    let m = s.meta.borrow();
+                    m.max_timestamp >= timestamp_ms && m.next_offset > self.log_start.get()
+                })
+                .cloned()
+                .collect()
+        };
+        for seg in candidates {
+            let end = seg.meta.borrow().size_bytes;
+            let Some((position, facts)) =
+                seg.locate_timestamp(&self.cache, timestamp_ms, end).await?
+            else {
+                continue;
+            };
+            let mut found = (facts.base_offset, facts.max_timestamp);
+            if !facts.log_append_time && !facts.compressed {
+                let batch = seg
+                    .read_range(&self.cache, position, facts.total_bytes as usize)
+                    .await?;
+                if let Some((delta, ts)) = batch::find_record_by_timestamp(&batch, timestamp_ms) {
+                    found = (facts.base_offset + delta as i64, ts);
+                }
+            }
+            return Ok(Some((found.0.max(self.log_start.get()), found.1)));
+        }
+        Ok(None)
+    }
+
+    /// Largest timestamp in the log and the offset of its first record (ListOffsets
+    /// MAX_TIMESTAMP); `None` for an empty log.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let segs = self.segments.borrow();
+        let mut best: Option<(i64, i64)> = None;
+        for s in segs.iter() {
+            let m = s.meta.borrow();
+            if m.max_timestamp >= 0 && best.is_none_or(|(ts, _)| m.max_timestamp > ts) {
+                best = Some((m.max_timestamp, m.offset_of_max_timestamp));
+            }
+        }
+        best
+    }
+
+    /// DeleteRecords: advance the log start to `offset` (-1 = the high watermark) and delete
+    /// segments entirely below it. `offset` above the high watermark is `OffsetOutOfRange`.
+    /// Returns the new log start offset (the low watermark).
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let removed = {
+            let _guard = self.write_lock.lock().await;
+            let hw = self.high_watermark.get();
+            let target = if offset == -1 { hw } else { offset };
+            if target < 0 || target > hw {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    log_start: self.log_start.get(),
+                    log_end: hw,
+                });
+            }
+            if target > self.log_start.get() {
+                write_log_start_checkpoint(&self.dir, target)?;
+                self.log_start.set(target);
+            }
+            self.remove_leading_segments(|segs, i| segs[i + 1].base_offset <= target)
+        };
+        Self::delete_segment_files(removed);
+        Ok(self.log_start.get())
+    }
+
+    /// Take leading non-active segments while `pred(segments, index)` holds; advance the log
+    /// start past them. Caller holds the write lock.
+    fn remove_leading_segments(
+        &self,
+        mut pred: impl FnMut(&[Rc<Segment>], usize) -> bool,
+    ) -> Vec<Rc<Segment>> {
+        let mut segs = self.segments.borrow_mut();
+        let mut n = 0;
+        while n + 1 < segs.len() && pred(&segs, n) {
+            n += 1;
+        }
+        let removed: Vec<Rc<Segment>> = segs.drain(..n).collect();
+        if let Some(first) = segs.first() {
+            self.log_start
+                .set(self.log_start.get().max(first.base_offset));
+            self.cache
+                .borrow_mut()
+                .drop_segments_below(first.base_offset);
+        }
+        removed
+    }
+
+    fn delete_segment_files(removed: Vec<Rc<Segment>>) {
+        // Readers holding an Rc keep reading through their open descriptors.
+        for seg in removed {
+            seg.remove_files();
+        }
+    }
+
+    /// Drop every offset >= `offset` (for replication). Truncation happens at a batch
+    /// boundary: a batch containing `offset` is removed whole, so the log end may end up
+    /// below `offset`. Truncating at or below the log start empties the log and restarts
+    /// it at `offset`.
+    pub async fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        let _guard = self.write_lock.lock().await;
+        if offset >= self.log_end.get() {
+            return Ok(());
+        }
+        let now_ms = wall_clock_ms();
+        let config = self.config();
+        let offset = offset.max(0);
+        self.cache.borrow_mut().clear();
+        let removed: Vec<Rc<Segment>> = {
+            let mut segs = self.segments.borrow_mut();
+            let keep = if offset <= self.log_start.get() {
+                0
+            } else {
+                segs.partition_point(|s| s.base_offset < offset)
+            };
+            segs.drain(keep..).rev().collect()
+        };
+        // Newest first, so a crash midway leaves a prefix of the old log, never a hole.
+        for seg in &removed {
+            seg.remove_files();
+        }
+        let remaining = self.segments.borrow().last().cloned();
+        match remaining {
+            Some(active) => {
+                let end = active.meta.borrow().size_bytes;
+                let cut = active
+                    .locate(&self.cache, offset, end)
+                    .await?
+                    .map_or(end, |(pos, _)| pos);
+                active
+                    .truncate_at(cut, config.index_interval_bytes, now_ms)
+                    .await?;
+                self.log_end.set(active.meta.borrow().next_offset);
+            }
+            None => {
+                let seg = Segment::create(&self.dir, offset, self.backend, now_ms).await?;
+                self.segments.borrow_mut().push(Rc::new(seg));
+                write_log_start_checkpoint(&self.dir, offset)?;
+                self.log_start.set(offset);
+                self.log_end.set(offset);
+            }
+        }
+        sync_dir(&self.dir)?;
+        let end = self.log_end.get();
+        self.log_start.set(self.log_start.get().min(end));
+        self.flushed.set(self.flushed.get().min(end));
+        self.high_watermark.set(self.high_watermark.get().min(end));
+        Ok(())
+    }
+
+    /// Periodic housekeeping (the broker calls it, e.g. every few seconds): roll by
+    /// `segment.ms`, delete segments by `retention.ms` and `retention.bytes`, and flush by
+    /// `flush.ms`. Only segments entirely below the high watermark are deleted. File deletion
+    /// happens after the write lock is released, so appends are not stalled by it.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<(), LogError> {
+        let config = self.config();
+        let removed = {
+            let _guard = self.write_lock.lock().await;
+            if self.closed.get() {
+                return Err(LogError::Closed);
+            }
+            let hw = self.high_watermark.get();
+            let cutoff =
+                (config.retention_ms >= 0).then(|| now_ms.saturating_sub(config.retention_ms));
+            let (active_due, active_expired) = {
+                let active = self.active();
+                let m = active.meta.borrow();
+                let due = m.size_bytes > 0
+                    && m.roll_base_ms
+                        .is_some_and(|t| now_ms - t >= config.segment_ms as i64);
+                let expired = m.size_bytes > 0
+                    && cutoff.is_some_and(|c| m.segment_time_ms() < c)
+                    && self.log_end.get() <= hw
+                    && self
+                        .segments
+                        .borrow()
+                        .iter()
+                        .all(|s| cutoff.is_some_and(|c| s.meta.borrow().segment_time_ms() < c));
+                (due, expired)
+            };
+            if active_due || active_expired {
+                // An expired active segment is rolled so that it can be deleted (as Kafka does).
+                self.roll(now_ms, &config).await?;
+            }
+            let deletable = |segs: &[Rc<Segment>], i: usize| segs[i + 1].base_offset <= hw;
+            let mut removed = self.remove_leading_segments(|segs, i| {
+                deletable(segs, i)
+                    && cutoff.is_some_and(|c| segs[i].meta.borrow().segment_time_ms() < c)
+            });
+            if config.retention_bytes >= 0 {
+                let mut excess = self.size_bytes() as i64 - config.retention_bytes;
+                removed.extend(self.remove_leading_segments(|segs, i| {
+                    let size = segs[i].meta.borrow().size_bytes as i64;
+                    if deletable(segs, i) && excess - size >= 0 {
+                        excess -= size;
+                        true
+                    } else {
+                        false
+                    }
+                }));
+            }
+            removed
+        };
+        Self::delete_segment_files(removed);
+        if config.flush_ms != u64::MAX
+            && now_ms - self.last_flush_ms.get() >= config.flush_ms as i64
+        {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Change the configuration; takes effect on the next append / retention pass.
+    pub fn set_config(&self, config: LogConfig) {
+        let config = config.sanitized();
+        self.cache
+            .borrow_mut()
+            .set_max_bytes(config.tail_cache_bytes);
+        *self.config.borrow_mut() = config;
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    /// Flush, seal the active segment's indexes and write the clean-shutdown marker, so the
+    /// next open skips the recovery scan. Appends fail with `Closed` afterwards; reads work.
+    pub async fn close(&self) -> Result<(), LogError> {
+        let _guard = self.write_lock.lock().await;
+        if self.closed.get() {
+            return Ok(());
+        }
+        self.flush().await?;
+        self.active().seal().await?;
+        let f = std::fs::File::create(self.dir.join(CLEAN_SHUTDOWN_FILE))?;
+        f.sync_all()?;
+        sync_dir(&self.dir)?;
+        self.closed.set(true);
+        Ok(())
+    }
+
+    /// Remove every file of the log and its directory.
+    pub async fn delete(self) -> Result<(), LogError> {
+        let _guard = self.write_lock.lock().await;
+        self.closed.set(true);
+        self.cache.borrow_mut().clear();
+        std::fs::remove_dir_all(&self.dir)?;
+        Ok(())
+    }
+
+    /// Bytes of stored batches over all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments
+            .borrow()
+            .iter()
+            .map(|s| s.meta.borrow().size_bytes)
+            .sum()
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of segments (for tests and metrics).
+    pub fn segment_count(&self) -> usize {
+        self.segments.borrow().len()
+    }
+
+    /// Base offsets of the segments, oldest first (for tests and tools).
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments
+            .borrow()
+            .iter()
+            .map(|s| s.base_offset)
+            .collect()
+    }
+}
+
+/// The `.log` file name of a segment with this base offset (`00000000000000000042.log`).
+pub fn segment_file_name(base_offset: i64) -> String {
+    file_name(base_offset, "log")
+}

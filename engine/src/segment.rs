@@ -1,0 +1,731 @@
+//! One segment: a `.log` file of stored batches plus its in-memory sparse indexes, persisted
+//! as `.index` / `.timeindex` when the segment is sealed (rolled) or the log is closed.
+
+use crate::batch::{self, BatchHeader, BatchInfo, HEADER_BYTES, MAGIC_V2};
+use crate::cache::TailCache;
+use crate::config::BackendKind;
+use crate::error::LogError;
+use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use crate::io::{SegFile, align_down, align_up};
+use bytes::Bytes;
+use std::cell::RefCell;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Bytes read per I/O while scanning a segment during recovery.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+/// Bytes read per I/O while walking batch headers to locate an offset or timestamp.
+const HEADER_WINDOW_BYTES: usize = 16 << 10;
+
+/// `{base:020}.{ext}`, Kafka's file naming.
+pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
+    format!("{base_offset:020}.{ext}")
+}
+
+/// Header facts copied out of a stored batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchFacts {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub total_bytes: u64,
+    pub max_timestamp: i64,
+    pub log_append_time: bool,
+    pub compressed: bool,
+}
+
+impl BatchFacts {
+    fn from_header(h: &BatchHeader) -> Option<BatchFacts> {
+        if h.magic != MAGIC_V2 {
+            return None;
+        }
+        let total = h.total_bytes()? as u64;
+        let base = h.base_offset.get();
+        let last = h.last_offset();
+        if last < base {
+            return None;
+        }
+        Some(BatchFacts {
+            base_offset: base,
+            last_offset: last,
+            total_bytes: total,
+            max_timestamp: h.max_timestamp.get(),
+            log_append_time: h.is_log_append_time(),
+            compressed: h.compression() != 0,
+        })
+    }
+}
+
+/// Mutable state of a segment. Borrowed only briefly, never across an `.await`.
+pub(crate) struct SegMeta {
+    /// Logical size: bytes of valid batches (a Dma file may be longer, zero padded).
+    pub size_bytes: u64,
+    /// Offset after the last batch (the base offset if empty).
+    pub next_offset: i64,
+    /// Largest batch max timestamp, -1 if none.
+    pub max_timestamp: i64,
+    pub offset_of_max_timestamp: i64,
+    pub index: OffsetIndex,
+    pub time_index: TimeIndex,
+    pub bytes_since_index: u64,
+    /// Wall clock of the first append (for `segment.ms`).
+    pub roll_base_ms: Option<i64>,
+    /// Wall clock of the last append (retention fallback when batches carry no timestamps).
+    pub last_modified_ms: i64,
+    /// Dma backend, active segment: the bytes of the partially filled last block
+    /// `[align_down(size), size)`, rewritten in front of the next append.
+    pub tail: Vec<u8>,
+    /// Written since the last fdatasync.
+    pub dirty: bool,
+}
+
+impl SegMeta {
+    fn new(base_offset: i64, now_ms: i64) -> SegMeta {
+        SegMeta {
+            size_bytes: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_index: 0,
+            roll_base_ms: None,
+            last_modified_ms: now_ms,
+            tail: Vec::new(),
+            dirty: false,
+        }
+    }
+
+    /// Account one batch stored at `position` (Kafka's index rule: an entry when more than
+    /// `index.interval.bytes` were written since the last one).
+    fn on_batch(
+        &mut self,
+        segment_base: i64,
+        position: u64,
+        facts: &BatchFacts,
+        offset_of_max: i64,
+        index_interval_bytes: u32,
+    ) {
+        if facts.max_timestamp > self.max_timestamp {
+            self.max_timestamp = facts.max_timestamp;
+            self.offset_of_max_timestamp = offset_of_max;
+        }
+        if self.bytes_since_index > index_interval_bytes as u64 {
+            self.index.push(OffsetEntry {
+                relative_offset: (facts.last_offset - segment_base) as u32,
+                position: position as u32,
+            });
+            if self.max_timestamp >= 0 {
+                self.time_index.maybe_push(TimeEntry {
+                    timestamp: self.max_timestamp,
+                    relative_offset: (self.offset_of_max_timestamp - segment_base).max(0) as u32,
+                });
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += facts.total_bytes;
+        self.next_offset = facts.last_offset + 1;
+    }
+
+    pub fn segment_time_ms(&self) -> i64 {
+        if self.max_timestamp >= 0 {
+            self.max_timestamp
+        } else {
+            self.last_modified_ms
+        }
+    }
+}
+
+/// Offset of the first record carrying a stored batch's max timestamp: record-level for
+/// uncompressed CreateTime batches, the base offset under LogAppendTime, and the last offset
+/// for compressed batches (whose records are opaque; Kafka's "shallow" convention).
+fn offset_of_max_timestamp(batch: &[u8], facts: &BatchFacts) -> i64 {
+    if facts.log_append_time {
+        return facts.base_offset;
+    }
+    if !facts.compressed
+        && let Some((delta, _)) = batch::find_record_by_timestamp(batch, facts.max_timestamp)
+    {
+        return facts.base_offset + delta as i64;
+    }
+    facts.last_offset
+}
+
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub file: SegFile,
+    pub log_path: PathBuf,
+    pub index_path: PathBuf,
+    pub time_index_path: PathBuf,
+    pub meta: RefCell<SegMeta>,
+}
+
+/// Where a header scan starts.
+struct Window {
+    start: u64,
+    data: Bytes,
+}
+
+impl Segment {
+    fn paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
+        (
+            dir.join(file_name(base_offset, "log")),
+            dir.join(file_name(base_offset, "index")),
+            dir.join(file_name(base_offset, "timeindex")),
+        )
+    }
+
+    /// Create a new, empty segment (any stale files with its name are emptied).
+    pub(crate) async fn create(
+        dir: &Path,
+        base_offset: i64,
+        backend: BackendKind,
+        now_ms: i64,
+    ) -> Result<Segment, LogError> {
+        let (log_path, index_path, time_index_path) = Self::paths(dir, base_offset);
+        let file = SegFile::open(&log_path, backend).await?;
+        if file.size().await? != 0 {
+            file.truncate(0).await?;
+        }
+        for p in [&index_path, &time_index_path] {
+            if p.exists() {
+                std::fs::remove_file(p)?;
+            }
+        }
+        Ok(Segment {
+            base_offset,
+            file,
+            log_path,
+            index_path,
+            time_index_path,
+            meta: RefCell::new(SegMeta::new(base_offset, now_ms)),
+        })
+    }
+
+    /// Open an existing segment. With `trust_index` (clean shutdown, or a sealed segment) the
+    /// persisted indexes are loaded after a sanity check and only the bytes after the last
+    /// index entry are scanned; otherwise (or if the check fails) the whole segment is scanned
+    /// and the indexes rebuilt. Every scanned batch is checked (header, length, CRC, offsets);
+    /// the file is truncated at the first bad one, so a torn tail never survives.
+    pub(crate) async fn open_existing(
+        dir: &Path,
+        base_offset: i64,
+        backend: BackendKind,
+        trust_index: bool,
+        next_segment_base: Option<i64>,
+        index_interval_bytes: u32,
+        now_ms: i64,
+    ) -> Result<Segment, LogError> {
+        let (log_path, index_path, time_index_path) = Self::paths(dir, base_offset);
+        let file = SegFile::open(&log_path, backend).await?;
+        let file_bytes = file.size().await?;
+        let segment = Segment {
+            base_offset,
+            file,
+            log_path,
+            index_path,
+            time_index_path,
+            meta: RefCell::new(SegMeta::new(base_offset, now_ms)),
+        };
+        let mut valid_end = None;
+        if trust_index {
+            valid_end = segment
+                .recover_from_index(file_bytes, next_segment_base, index_interval_bytes)
+                .await?;
+            if valid_end.is_none() {
+                tracing::warn!(segment = %segment.log_path.display(), "index failed its sanity check; rebuilding");
+            }
+        }
+        let rebuilt = valid_end.is_none();
+        let valid_end = match valid_end {
+            Some(end) => end,
+            None => {
+                *segment.meta.borrow_mut() = SegMeta::new(base_offset, now_ms);
+                segment
+                    .scan(0, file_bytes, next_segment_base, index_interval_bytes)
+                    .await?
+            }
+        };
+        if valid_end < file_bytes {
+            if backend == BackendKind::Std || valid_end < align_down(file_bytes) || !rebuilt {
+                tracing::warn!(segment = %segment.log_path.display(), valid_end, file_bytes, "truncating invalid tail");
+            }
+            segment.file.truncate(valid_end).await?;
+        }
+        {
+            let mut m = segment.meta.borrow_mut();
+            m.size_bytes = valid_end;
+            let rel_end = (m.next_offset - base_offset) as u32;
+            m.index.truncate_to_position(valid_end);
+            m.time_index.truncate_to_offset(rel_end);
+            if m.size_bytes > 0 {
+                m.roll_base_ms = Some(now_ms);
+            }
+        }
+        if rebuilt && trust_index {
+            segment.write_indexes()?;
+        }
+        Ok(segment)
+    }
+
+    /// Load the persisted indexes and scan only past the last offset index entry. `None` if
+    /// the indexes are missing or fail the sanity check.
+    async fn recover_from_index(
+        &self,
+        file_bytes: u64,
+        next_segment_base: Option<i64>,
+        index_interval_bytes: u32,
+    ) -> Result<Option<u64>, LogError> {
+        let (Ok(index_bytes), Ok(time_bytes)) = (
+            std::fs::read(&self.index_path),
+            std::fs::read(&self.time_index_path),
+        ) else {
+            return Ok(None);
+        };
+        let Some(index) = OffsetIndex::decode(&index_bytes, file_bytes) else {
+            return Ok(None);
+        };
+        let Some(time_index) = TimeIndex::decode(&time_bytes, u32::MAX as u64) else {
+            return Ok(None);
+        };
+        let start = match index.entries.last() {
+            Some(last) => {
+                // The entry must point at a batch ending exactly at the indexed offset.
+                let data = self
+                    .file
+                    .read_at(last.position as u64, HEADER_BYTES)
+                    .await?;
+                let facts = BatchHeader::view(&data).and_then(BatchFacts::from_header);
+                match facts {
+                    Some(f) if f.last_offset == self.base_offset + last.relative_offset as i64 => {
+                        last.position as u64
+                    }
+                    _ => return Ok(None),
+                }
+            }
+            None => 0,
+        };
+        {
+            let mut m = self.meta.borrow_mut();
+            if let Some(t) = time_index.entries.last() {
+                m.max_timestamp = t.timestamp;
+                m.offset_of_max_timestamp = self.base_offset + t.relative_offset as i64;
+            }
+            m.index = index;
+            m.time_index = time_index;
+        }
+        let end = self
+            .scan(start, file_bytes, next_segment_base, index_interval_bytes)
+            .await?;
+        let m = self.meta.borrow();
+        if m.time_index
+            .entries
+            .last()
+            .is_some_and(|t| self.base_offset + t.relative_offset as i64 >= m.next_offset)
+        {
+            return Ok(None);
+        }
+        Ok(Some(end))
+    }
+
+    /// Validate batches from `from` up to `file_bytes`, updating the metadata; returns the
+    /// end of the last valid batch.
+    async fn scan(
+        &self,
+        from: u64,
+        file_bytes: u64,
+        next_segment_base: Option<i64>,
+        index_interval_bytes: u32,
+    ) -> Result<u64, LogError> {
+        let mut pos = from;
+        let mut buf = Bytes::new();
+        let mut buf_start = from;
+        let mut min_base = self.meta.borrow().next_offset.max(self.base_offset);
+        while pos + HEADER_BYTES as u64 <= file_bytes {
+            if pos + HEADER_BYTES as u64 > buf_start + buf.len() as u64 {
+                let len = (SCAN_CHUNK_BYTES as u64).min(file_bytes - pos) as usize;
+                buf = self.file.read_at(pos, len).await?;
+                buf_start = pos;
+                if buf.len() < HEADER_BYTES {
+                    break;
+                }
+            }
+            let header_at = (pos - buf_start) as usize;
+            let Some(facts) =
+                BatchHeader::view(&buf[header_at..]).and_then(BatchFacts::from_header)
+            else {
+                break;
+            };
+            let fits = pos + facts.total_bytes <= file_bytes;
+            let offsets_ok = facts.base_offset >= min_base
+                && facts.last_offset - self.base_offset <= i32::MAX as i64
+                && next_segment_base.is_none_or(|n| facts.last_offset < n);
+            if !fits || !offsets_ok {
+                break;
+            }
+            if pos + facts.total_bytes > buf_start + buf.len() as u64 {
+                let len = (SCAN_CHUNK_BYTES as u64)
+                    .max(facts.total_bytes)
+                    .min(file_bytes - pos) as usize;
+                buf = self.file.read_at(pos, len).await?;
+                buf_start = pos;
+                if (buf.len() as u64) < facts.total_bytes {
+                    break;
+                }
+            }
+            let at = (pos - buf_start) as usize;
+            let batch = &buf[at..at + facts.total_bytes as usize];
+            if !batch::crc_ok(batch) {
+                break;
+            }
+            let offset_of_max = offset_of_max_timestamp(batch, &facts);
+            self.meta.borrow_mut().on_batch(
+                self.base_offset,
+                pos,
+                &facts,
+                offset_of_max,
+                index_interval_bytes,
+            );
+            min_base = facts.last_offset + 1;
+            pos += facts.total_bytes;
+        }
+        Ok(pos)
+    }
+
+    /// Dma backend: load the partially filled last block into memory.
+    pub(crate) async fn load_tail(&self) -> Result<(), LogError> {
+        if !self.file.needs_alignment() {
+            return Ok(());
+        }
+        let size = self.meta.borrow().size_bytes;
+        let start = align_down(size);
+        let tail = if size > start {
+            let data = self.file.read_at(start, (size - start) as usize).await?;
+            if (data.len() as u64) < size - start {
+                return Err(LogError::CorruptLog {
+                    segment_base: self.base_offset,
+                    position: start,
+                    reason: "short read of the last block",
+                });
+            }
+            data.to_vec()
+        } else {
+            Vec::new()
+        };
+        self.meta.borrow_mut().tail = tail;
+        Ok(())
+    }
+
+    /// Write the in-memory indexes to `.index` / `.timeindex` and fsync them.
+    pub(crate) fn write_indexes(&self) -> Result<(), LogError> {
+        let (index, time_index) = {
+            let mut m = self.meta.borrow_mut();
+            if m.max_timestamp >= 0 {
+                let entry = TimeEntry {
+                    timestamp: m.max_timestamp,
+                    relative_offset: (m.offset_of_max_timestamp - self.base_offset).max(0) as u32,
+                };
+                m.time_index.maybe_push(entry);
+            }
+            (m.index.encode(), m.time_index.encode())
+        };
+        for (path, bytes) in [
+            (&self.index_path, index),
+            (&self.time_index_path, time_index),
+        ] {
+            let mut f = std::fs::File::create(path)?;
+            f.write_all(&bytes)?;
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Make the segment durable and read-only-ready: drop Dma padding, fdatasync, persist the
+    /// indexes. Used on roll and on close.
+    pub(crate) async fn seal(&self) -> Result<(), LogError> {
+        let size = self.meta.borrow().size_bytes;
+        if self.file.needs_alignment() {
+            // Removes the zero padding of the last block and any unused preallocation.
+            self.file.truncate(size).await?;
+        }
+        self.meta.borrow_mut().dirty = false;
+        if let Err(e) = self.file.sync().await {
+            self.meta.borrow_mut().dirty = true;
+            return Err(e.into());
+        }
+        self.write_indexes()
+    }
+
+    /// Read `[position, position + len)`, from the tail cache when it holds the range.
+    pub(crate) async fn read_range(
+        &self,
+        cache: &RefCell<TailCache>,
+        position: u64,
+        len: usize,
+    ) -> Result<Bytes, LogError> {
+        let hit = cache.borrow().read(self.base_offset, position, len);
+        if let Some(bytes) = hit {
+            return Ok(bytes);
+        }
+        Ok(self.file.read_at(position, len).await?)
+    }
+
+    async fn header_at(
+        &self,
+        cache: &RefCell<TailCache>,
+        window: &mut Window,
+        position: u64,
+        end: u64,
+    ) -> Result<BatchFacts, LogError> {
+        let corrupt = |reason| LogError::CorruptLog {
+            segment_base: self.base_offset,
+            position,
+            reason,
+        };
+        if position + HEADER_BYTES as u64 > end {
+            return Err(corrupt("batch header past the segment end"));
+        }
+        let in_window = position >= window.start
+            && position + HEADER_BYTES as u64 <= window.start + window.data.len() as u64;
+        if !in_window {
+            let len = (HEADER_WINDOW_BYTES as u64).min(end - position) as usize;
+            window.data = self.read_range(cache, position, len).await?;
+            window.start = position;
+            if window.data.len() < HEADER_BYTES {
+                return Err(corrupt("short read"));
+            }
+        }
+        let at = (position - window.start) as usize;
+        let facts = BatchHeader::view(&window.data[at..])
+            .and_then(BatchFacts::from_header)
+            .ok_or_else(|| corrupt("bad batch header"))?;
+        if position + facts.total_bytes > end {
+            return Err(corrupt("batch extends past the segment end"));
+        }
+        Ok(facts)
+    }
+
+    /// First batch at or after `start` satisfying `pred`, walking headers up to `end`.
+    async fn find_from(
+        &self,
+        cache: &RefCell<TailCache>,
+        start: u64,
+        end: u64,
+        pred: impl Fn(&BatchFacts) -> bool,
+    ) -> Result<Option<(u64, BatchFacts)>, LogError> {
+        let mut window = Window {
+            start: 0,
+            data: Bytes::new(),
+        };
+        let mut pos = start;
+        while pos < end {
+            let facts = self.header_at(cache, &mut window, pos, end).await?;
+            if pred(&facts) {
+                return Ok(Some((pos, facts)));
+            }
+            pos += facts.total_bytes;
+        }
+        Ok(None)
+    }
+
+    /// The batch containing `offset`, or the first batch after it; `None` if the segment ends
+    /// before. Uses the sparse index; a stale or damaged entry falls back to a full walk.
+    pub(crate) async fn locate(
+        &self,
+        cache: &RefCell<TailCache>,
+        offset: i64,
+        end: u64,
+    ) -> Result<Option<(u64, BatchFacts)>, LogError> {
+        let relative = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let entry = self.meta.borrow().index.lookup(relative);
+        if let Some(e) = entry {
+            let expected_last = self.base_offset + e.relative_offset as i64;
+            let mut window = Window {
+                start: 0,
+                data: Bytes::new(),
+            };
+            match self
+                .header_at(cache, &mut window, e.position as u64, end)
+                .await
+            {
+                Ok(f) if f.last_offset == expected_last => {
+                    return self
+                        .find_from(cache, e.position as u64, end, |f| f.last_offset >= offset)
+                        .await;
+                }
+                _ => {
+                    tracing::warn!(segment = %self.log_path.display(), "index entry does not match the log; walking from the start")
+                }
+            }
+        }
+        self.find_from(cache, 0, end, |f| f.last_offset >= offset)
+            .await
+    }
+
+    /// The first batch whose max timestamp is >= `timestamp`, starting from the time index.
+    pub(crate) async fn locate_timestamp(
+        &self,
+        cache: &RefCell<TailCache>,
+        timestamp: i64,
+        end: u64,
+    ) -> Result<Option<(u64, BatchFacts)>, LogError> {
+        let start = {
+            let m = self.meta.borrow();
+            m.time_index
+                .lookup_below(timestamp)
+                .and_then(|t| m.index.lookup(t.relative_offset))
+                .map_or(0, |e| e.position as u64)
+        };
+        match self
+            .find_from(cache, start, end, |f| f.max_timestamp >= timestamp)
+            .await
+        {
+            Ok(found) => Ok(found),
+            Err(_) if start != 0 => {
+                self.find_from(cache, 0, end, |f| f.max_timestamp >= timestamp)
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Append validated batches (whole produce request) at the segment end. Copies the bytes
+    /// once into the write buffer, stamps offsets there, writes, then updates the metadata and
+    /// the tail cache. On an I/O error nothing in memory changes, so the next append rewrites
+    /// the same region and nothing acknowledged is lost. Caller holds the log's write lock.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn append(
+        &self,
+        cache: &RefCell<TailCache>,
+        records: &[u8],
+        infos: &[BatchInfo],
+        first_offset: i64,
+        leader_epoch: i32,
+        log_append_time_ms: Option<i64>,
+        index_interval_bytes: u32,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let aligned = self.file.needs_alignment();
+        let size = self.meta.borrow().size_bytes;
+        let (write_pos, prefix_len) = if aligned {
+            let start = align_down(size);
+            (start, (size - start) as usize)
+        } else {
+            (size, 0)
+        };
+        let data_end = prefix_len + records.len();
+        let alloc_len = if aligned {
+            align_up(data_end as u64) as usize
+        } else {
+            data_end
+        };
+        let mut buf = self.file.alloc(alloc_len);
+        let mut stamped = Vec::with_capacity(infos.len());
+        {
+            let dst = buf.as_mut_slice();
+            {
+                let m = self.meta.borrow();
+                debug_assert_eq!(m.tail.len(), prefix_len);
+                dst[..prefix_len].copy_from_slice(&m.tail);
+            }
+            dst[prefix_len..data_end].copy_from_slice(records);
+            let mut offset = first_offset;
+            for info in infos {
+                let at = prefix_len + info.position;
+                let batch = &mut dst[at..at + info.total_bytes];
+                let max_timestamp =
+                    batch::stamp(batch, info, offset, leader_epoch, log_append_time_ms);
+                let last_offset = offset + info.last_offset_delta as i64;
+                let offset_of_max = match (log_append_time_ms, info.record_max_timestamp) {
+                    (Some(_), _) => offset,
+                    (None, Some((_, delta))) => offset + delta as i64,
+                    (None, None) => last_offset,
+                };
+                stamped.push((
+                    size + info.position as u64,
+                    BatchFacts {
+                        base_offset: offset,
+                        last_offset,
+                        total_bytes: info.total_bytes as u64,
+                        max_timestamp,
+                        log_append_time: log_append_time_ms.is_some(),
+                        compressed: info.record_max_timestamp.is_none(),
+                    },
+                    offset_of_max,
+                ));
+                offset = last_offset + 1;
+            }
+        }
+        let shared = match self.file.write_at(buf, write_pos).await {
+            Ok(shared) => shared,
+            Err(e) => {
+                if !aligned {
+                    // Best effort: do not leave a partial write past the logical end.
+                    let _ = self.file.truncate(size).await;
+                }
+                return Err(e.into());
+            }
+        };
+        let new_size = size + records.len() as u64;
+        {
+            let mut m = self.meta.borrow_mut();
+            for (position, facts, offset_of_max) in &stamped {
+                m.on_batch(
+                    self.base_offset,
+                    *position,
+                    facts,
+                    *offset_of_max,
+                    index_interval_bytes,
+                );
+            }
+            m.size_bytes = new_size;
+            m.dirty = true;
+            m.last_modified_ms = now_ms;
+            m.roll_base_ms.get_or_insert(now_ms);
+            if aligned {
+                let tail_start = align_down(new_size);
+                let from = (tail_start - write_pos) as usize;
+                let to = (new_size - write_pos) as usize;
+                m.tail.clear();
+                m.tail.extend_from_slice(&shared.as_slice()[from..to]);
+            }
+        }
+        cache
+            .borrow_mut()
+            .insert(self.base_offset, size, shared, prefix_len, records.len());
+        Ok(())
+    }
+
+    /// Cut the segment at `position` (a batch boundary) and rebuild its metadata.
+    pub(crate) async fn truncate_at(
+        &self,
+        position: u64,
+        index_interval_bytes: u32,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        self.file.truncate(position).await?;
+        *self.meta.borrow_mut() = SegMeta::new(self.base_offset, now_ms);
+        let end = self.scan(0, position, None, index_interval_bytes).await?;
+        {
+            let mut m = self.meta.borrow_mut();
+            m.size_bytes = end;
+            m.dirty = true;
+            if end > 0 {
+                m.roll_base_ms = Some(now_ms);
+            }
+        }
+        if end < position {
+            self.file.truncate(end).await?;
+        }
+        self.load_tail().await
+    }
+
+    pub(crate) fn remove_files(&self) {
+        for p in [&self.log_path, &self.index_path, &self.time_index_path] {
+            if let Err(e) = std::fs::remove_file(p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %p.display(), error = %e, "could not delete segment file");
+            }
+        }
+    }
+}
