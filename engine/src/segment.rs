@@ -339,7 +339,11 @@ impl Segment {
         let mut pos = from;
         let mut buf = Bytes::new();
         let mut buf_start = from;
-        let mut min_base = self.meta.borrow().next_offset.max(self.base_offset);
+        // Offsets inside a segment are contiguous (the log assigns them), so each batch must
+        // start exactly where the previous one ended. `baseOffset` is not covered by the CRC;
+        // this is what catches a damaged one. A scan starting at an index entry does not know
+        // the first batch's base offset (its last offset was checked against the entry).
+        let mut expected_base = (from == 0).then_some(self.base_offset);
         while pos + HEADER_BYTES as u64 <= file_bytes {
             if pos + HEADER_BYTES as u64 > buf_start + buf.len() as u64 {
                 let len = (SCAN_CHUNK_BYTES as u64).min(file_bytes - pos) as usize;
@@ -356,7 +360,8 @@ impl Segment {
                 break;
             };
             let fits = pos + facts.total_bytes <= file_bytes;
-            let offsets_ok = facts.base_offset >= min_base
+            let offsets_ok = expected_base.is_none_or(|b| facts.base_offset == b)
+                && facts.base_offset >= self.base_offset
                 && facts.last_offset - self.base_offset <= i32::MAX as i64
                 && next_segment_base.is_none_or(|n| facts.last_offset < n);
             if !fits || !offsets_ok {
@@ -385,7 +390,7 @@ impl Segment {
                 offset_of_max,
                 index_interval_bytes,
             );
-            min_base = facts.last_offset + 1;
+            expected_base = Some(facts.last_offset + 1);
             pos += facts.total_bytes;
         }
         Ok(pos)

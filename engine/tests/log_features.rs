@@ -1,0 +1,383 @@
+//! Retention, DeleteRecords, truncation, timestamps, flush and concurrency, on both backends.
+
+mod common;
+
+use bytes::Bytes;
+use common::{batch, small_config};
+use gregor_engine::batch::BatchIter;
+use gregor_engine::{BackendKind, Log, LogConfig, LogError, TimestampType, kafka_code};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+fn first_base(data: &[u8]) -> Option<i64> {
+    BatchIter::new(data)
+        .next()
+        .map(|(h, _)| h.base_offset.get())
+}
+
+/// Append `n` 3-record batches with timestamps `ts0 + 10*i`.
+async fn fill(log: &Log, n: usize, ts0: i64, now_ms: i64) {
+    for i in 0..n {
+        log.append(Bytes::from(batch(3, ts0 + 10 * i as i64, "f")), 0, now_ms)
+            .await
+            .unwrap();
+    }
+}
+
+async fn retention_by_size(backend: BackendKind, dir: PathBuf) {
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    fill(&log, 1000, 0, 1000).await;
+    let segs = log.segment_count();
+    assert!(segs > 5);
+    let size = log.size_bytes();
+    log.set_config(LogConfig {
+        retention_bytes: (size / 2) as i64,
+        retention_ms: -1,
+        ..small_config()
+    });
+    // Nothing is deleted above the high watermark.
+    log.set_high_watermark(0);
+    log.enforce_retention(1000).await.unwrap();
+    assert_eq!(log.segment_count(), segs);
+    log.set_high_watermark(log.log_end_offset());
+    log.enforce_retention(1000).await.unwrap();
+    assert!(log.size_bytes() >= size / 2, "deleted too much");
+    assert!(
+        log.size_bytes() < size / 2 + 8 * 1024,
+        "kept too much: {}",
+        log.size_bytes()
+    );
+    let start = log.log_start_offset();
+    assert!(start > 0);
+    assert_eq!(log.segment_base_offsets()[0], start);
+    // Reads below the new start fail; at the start they work.
+    let e = log.read(start - 1, 100, i64::MAX).await.unwrap_err();
+    assert_eq!(e.kafka_error_code(), kafka_code::OFFSET_OUT_OF_RANGE);
+    assert_eq!(
+        first_base(&log.read(start, 100, i64::MAX).await.unwrap().data),
+        Some(start)
+    );
+    // Survives reopen.
+    drop(log);
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    assert_eq!(log.log_start_offset(), start);
+    assert!(!dir.join(gregor_engine::segment_file_name(0)).exists());
+}
+
+async fn retention_by_time(backend: BackendKind, dir: PathBuf) {
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    fill(&log, 200, 0, 1000).await; // timestamps 0..2000
+    fill(&log, 200, 100_000, 1000).await; // timestamps 100_000..102_000
+    log.set_config(LogConfig {
+        retention_ms: 50_000,
+        ..small_config()
+    });
+    log.enforce_retention(120_000).await.unwrap();
+    assert_eq!(
+        log.log_start_offset(),
+        0,
+        "nothing is deleted above the high watermark"
+    );
+    log.set_high_watermark(log.log_end_offset());
+    log.enforce_retention(120_000).await.unwrap(); // cutoff 70_000
+    let start = log.log_start_offset();
+    // All old batches (offsets < 600) are gone except possibly those sharing a segment with new.
+    let r = log.read(start, 1, i64::MAX).await.unwrap();
+    let (h, _) = BatchIter::new(&r.data).next().unwrap();
+    assert!(start > 400, "start {start}");
+    assert!(h.max_timestamp.get() >= 100_000 || h.last_offset() < 600);
+    let first_new_segment_ok = log.segment_base_offsets()[0] <= 600;
+    assert!(first_new_segment_ok, "deleted segments holding fresh data");
+    // Everything expired: the active segment is rolled and deleted too; appends continue.
+    log.enforce_retention(1_000_000).await.unwrap();
+    assert_eq!(log.log_start_offset(), log.log_end_offset());
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.size_bytes(), 0);
+    let info = log
+        .append(Bytes::from(batch(1, 2_000_000, "n")), 0, 2_000_000)
+        .await
+        .unwrap();
+    assert_eq!(info.base_offset, 1200);
+    assert_eq!(
+        first_base(&log.read(1200, 100, i64::MAX).await.unwrap().data),
+        Some(1200)
+    );
+}
+
+async fn segment_ms_roll(backend: BackendKind, dir: PathBuf) {
+    let log = Log::open(
+        &dir,
+        LogConfig {
+            segment_ms: 1000,
+            ..LogConfig::default()
+        },
+        backend,
+    )
+    .await
+    .unwrap();
+    fill(&log, 3, 0, 10_000).await;
+    assert_eq!(log.segment_count(), 1);
+    log.append(Bytes::from(batch(1, 0, "x")), 0, 11_000)
+        .await
+        .unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 9]);
+    log.enforce_retention(12_500).await.unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 9, 10]);
+    log.enforce_retention(12_600).await.unwrap();
+    assert_eq!(log.segment_count(), 3, "empty active segment never rolls");
+}
+
+async fn delete_records(backend: BackendKind, dir: PathBuf) {
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    fill(&log, 300, 0, 1000).await;
+    let leo = log.log_end_offset();
+    log.set_high_watermark(500);
+    let e = log.delete_records_before(501).await.unwrap_err();
+    assert!(matches!(e, LogError::OffsetOutOfRange { .. }));
+    assert_eq!(log.delete_records_before(250).await.unwrap(), 250);
+    assert_eq!(log.log_start_offset(), 250);
+    assert!(log.segment_base_offsets()[0] <= 250);
+    assert!(log.segment_base_offsets().get(1).is_none_or(|&b| b > 250));
+    // Offset 250 sits inside batch 249..251: the read returns that batch.
+    let r = log.read(250, 1, i64::MAX).await.unwrap();
+    assert_eq!(first_base(&r.data), Some(249));
+    assert!(log.read(249, 1, i64::MAX).await.is_err());
+    assert_eq!(
+        log.delete_records_before(100).await.unwrap(),
+        250,
+        "never moves back"
+    );
+    assert_eq!(
+        log.delete_records_before(-1).await.unwrap(),
+        500,
+        "-1 means the high watermark"
+    );
+    drop(log);
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    assert_eq!(log.log_start_offset(), 500);
+    assert_eq!(log.log_end_offset(), leo);
+}
+
+async fn truncate(backend: BackendKind, dir: PathBuf) {
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    fill(&log, 300, 0, 1000).await;
+    log.flush().await.unwrap();
+    // Mid-batch: the batch 600..602 is removed whole.
+    log.truncate_to(601).await.unwrap();
+    assert_eq!(log.log_end_offset(), 600);
+    assert!(log.flushed_offset() <= 600);
+    assert!(log.segment_base_offsets().iter().all(|&b| b < 600));
+    let info = log
+        .append(Bytes::from(batch(2, 5, "t")), 3, 1000)
+        .await
+        .unwrap();
+    assert_eq!(info.base_offset, 600);
+    let r = log.read(597, 1 << 20, i64::MAX).await.unwrap();
+    let ranges: Vec<(i64, i64)> = BatchIter::new(&r.data)
+        .map(|(h, _)| (h.base_offset.get(), h.last_offset()))
+        .collect();
+    assert_eq!(ranges, vec![(597, 599), (600, 601)]);
+    // Exactly at a segment base: the earlier segment becomes active again.
+    let bases = log.segment_base_offsets();
+    let b = bases[bases.len() / 2];
+    log.truncate_to(b).await.unwrap();
+    assert_eq!(log.log_end_offset(), b);
+    assert_eq!(
+        *log.segment_base_offsets().last().unwrap(),
+        bases[bases.len() / 2 - 1]
+    );
+    fill(&log, 5, 0, 1000).await;
+    drop(log);
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    assert_eq!(log.log_end_offset(), b + 15);
+    let r = log.read(b, 1 << 20, i64::MAX).await.unwrap();
+    assert_eq!(BatchIter::new(&r.data).count(), 5);
+    // Below the log start: everything goes and the log restarts there.
+    log.truncate_to(0).await.unwrap();
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.size_bytes()
+        ),
+        (0, 0, 0)
+    );
+    fill(&log, 2, 0, 1000).await;
+    assert_eq!(log.log_end_offset(), 6);
+}
+
+async fn log_append_time(backend: BackendKind, dir: PathBuf) {
+    let config = LogConfig {
+        timestamp_type: TimestampType::LogAppendTime,
+        ..LogConfig::default()
+    };
+    let log = Log::open(&dir, config, backend).await.unwrap();
+    let produced = batch(3, 100, "l");
+    let info = log
+        .append(Bytes::from(produced.clone()), 0, 777_000)
+        .await
+        .unwrap();
+    assert_eq!(info.log_append_time_ms, 777_000);
+    let r = log.read(0, 1 << 20, i64::MAX).await.unwrap();
+    let (h, b) = BatchIter::new(&r.data).next().unwrap();
+    assert!(h.is_log_append_time());
+    assert_eq!(h.max_timestamp.get(), 777_000);
+    assert_eq!(
+        h.first_timestamp.get(),
+        100,
+        "Kafka rewrites only maxTimestamp"
+    );
+    assert!(gregor_engine::batch::crc_ok(b), "CRC recomputed");
+    assert_eq!(&b[61..], &produced[61..], "records untouched");
+    assert_eq!(
+        log.offset_for_timestamp(500).await.unwrap(),
+        Some((0, 777_000))
+    );
+    assert_eq!(log.max_timestamp(), Some((777_000, 0)));
+    // A producer may not send LogAppendTime batches.
+    let mut bad = batch(1, 1, "x");
+    bad[22] |= 0x08;
+    let crc = gregor_engine::batch::compute_crc(&bad);
+    bad[17..21].copy_from_slice(&crc.to_be_bytes());
+    let e = log.append(Bytes::from(bad), 0, 1).await.unwrap_err();
+    assert_eq!(e.kafka_error_code(), kafka_code::INVALID_TIMESTAMP);
+}
+
+async fn timestamps_at_every_boundary(backend: BackendKind, dir: PathBuf) {
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    assert_eq!(log.offset_for_timestamp(0).await.unwrap(), None);
+    assert_eq!(log.max_timestamp(), None);
+    // Record i has timestamp 1000 + 2*i (batches of 3 with ts0 = 1000 + 6*k).
+    for k in 0..200 {
+        log.append(Bytes::from(common_batch_ts(1000 + 6 * k)), 0, 1)
+            .await
+            .unwrap();
+    }
+    check_timestamps(&log).await;
+    log.close().await.unwrap();
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    check_timestamps(&log).await;
+    drop(log);
+    // Rebuilt indexes (crash recovery of the active segment) answer the same.
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    check_timestamps(&log).await;
+}
+
+/// Record i of the log written by `timestamps_at_every_boundary` has timestamp 1000 + 2*i.
+async fn check_timestamps(log: &Log) {
+    for target in [0, 999, 1000, 1001, 1002, 1003, 1500, 1501, 2197, 2198, 2199] {
+        let found = log.offset_for_timestamp(target).await.unwrap();
+        let expected = if target > 1000 + 2 * 599 {
+            None
+        } else {
+            let i = ((target - 1000).max(0) + 1) / 2;
+            Some((i, 1000 + 2 * i))
+        };
+        assert_eq!(found, expected, "target {target}");
+    }
+    for i in (0..600).step_by(7) {
+        let ts = 1000 + 2 * i;
+        assert_eq!(log.offset_for_timestamp(ts).await.unwrap(), Some((i, ts)));
+    }
+    assert_eq!(log.max_timestamp(), Some((1000 + 2 * 599, 599)));
+}
+
+/// Three records with timestamps ts, ts+2, ts+4.
+fn common_batch_ts(ts: i64) -> Vec<u8> {
+    use gregor_engine::batch::{SimpleRecord, encode_batch};
+    let recs: Vec<SimpleRecord<'_>> = (0..3)
+        .map(|i| SimpleRecord {
+            timestamp_ms: ts + 2 * i,
+            key: None,
+            value: Some(b"v"),
+        })
+        .collect();
+    encode_batch(&recs)
+}
+
+async fn flush_policy_and_group_commit(backend: BackendKind, dir: PathBuf) {
+    let log = Rc::new(
+        Log::open(
+            &dir,
+            LogConfig {
+                flush_messages: 10,
+                ..LogConfig::default()
+            },
+            backend,
+        )
+        .await
+        .unwrap(),
+    );
+    fill(&log, 3, 0, 1).await; // 9 offsets: below flush.messages
+    assert_eq!(log.flushed_offset(), 0);
+    fill(&log, 1, 0, 1).await; // 12 >= 10
+    assert_eq!(log.flushed_offset(), 12);
+    fill(&log, 2, 0, 1).await;
+    // Concurrent flushes all see everything written before they started.
+    let futures: Vec<_> = (0..8).map(|_| log.flush()).collect();
+    for f in futures {
+        assert_eq!(f.await.unwrap(), 18);
+    }
+    assert_eq!(log.flushed_offset(), 18);
+}
+
+async fn concurrent_appends_and_reads(backend: BackendKind, dir: PathBuf) {
+    use futures_lite::future;
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    // Interleave many appends and reads in one task set; offsets stay unique and contiguous.
+    let appends = (0..64).map(|i| log.append(Bytes::from(batch(1 + i % 4, i as i64, "c")), 0, 1));
+    let mut results = Vec::new();
+    let mut pending: Vec<_> = appends.map(Box::pin).collect();
+    // Poll them all together.
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for mut f in pending {
+            match future::poll_once(&mut f).await {
+                Some(r) => results.push(r.unwrap()),
+                None => still.push(f),
+            }
+        }
+        pending = still;
+        let _ = log.read(0, 1000, i64::MAX).await.unwrap();
+        future::yield_now().await;
+    }
+    results.sort_by_key(|r| r.base_offset);
+    let mut next = 0;
+    for r in &results {
+        assert_eq!(r.base_offset, next);
+        next = r.last_offset + 1;
+    }
+    assert_eq!(log.log_end_offset(), next);
+}
+
+async fn record_list_too_large(backend: BackendKind, dir: PathBuf) {
+    let log = Log::open(
+        &dir,
+        LogConfig {
+            segment_bytes: 4096,
+            ..LogConfig::default()
+        },
+        backend,
+    )
+    .await
+    .unwrap();
+    let mut big = Vec::new();
+    for _ in 0..3 {
+        big.extend_from_slice(&common::sized_batch(1500, 1));
+    }
+    let e = log.append(Bytes::from(big), 0, 1).await.unwrap_err();
+    assert_eq!(e.kafka_error_code(), kafka_code::RECORD_LIST_TOO_LARGE);
+}
+
+both_backends!(
+    retention_by_size,
+    retention_by_time,
+    segment_ms_roll,
+    delete_records,
+    truncate,
+    log_append_time,
+    timestamps_at_every_boundary,
+    flush_policy_and_group_commit,
+    concurrent_appends_and_reads,
+    record_list_too_large,
+);
