@@ -581,6 +581,44 @@ mod tests {
         assert!(crc_ok(&b));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Arbitrary bytes never panic the validator.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = validate_records(&bytes, 1 << 20);
+            let _ = find_record_by_timestamp(&bytes, 0);
+            let _ = BatchIter::new(&bytes).count();
+        }
+
+        /// Any single bit flip outside the fields the CRC does not cover (baseOffset,
+        /// partitionLeaderEpoch) is rejected; flips inside them are accepted unchanged.
+        #[test]
+        fn single_bit_flips_are_caught(n in 1usize..6, byte in 0usize..1000, bit in 0u8..8) {
+            let mut b = sample(n);
+            let byte = byte % b.len();
+            b[byte] ^= 1 << bit;
+            let uncovered = byte < 8 || (12..16).contains(&byte);
+            let result = validate_records(&b, 1 << 20);
+            proptest::prop_assert_eq!(result.is_ok(), uncovered, "byte {} bit {}: {:?}", byte, bit, result);
+        }
+
+        /// Concatenations of valid batches validate as a whole and each batch's position is right.
+        #[test]
+        fn concatenations_validate(sizes in proptest::collection::vec(1usize..8, 1..6)) {
+            let mut all = Vec::new();
+            let mut positions = Vec::new();
+            for n in &sizes {
+                positions.push(all.len());
+                all.extend_from_slice(&sample(*n));
+            }
+            let infos = validate_records(&all, 1 << 20).unwrap();
+            let got: Vec<usize> = infos.iter().map(|i| i.position).collect();
+            proptest::prop_assert_eq!(got, positions);
+        }
+    }
+
     #[test]
     fn varints() {
         let mut out = Vec::new();
