@@ -43,7 +43,10 @@ fn init_tracing() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The broker sets up logging itself, from its `log.level` setting.
+    if !matches!(cli.command, Command::Broker(_)) {
+        init_tracing();
+    }
     match cli.command {
         Command::Broker(args) => broker::run(args),
         Command::Topics(args) => topics::run(args),

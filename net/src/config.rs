@@ -1,0 +1,569 @@
+//! Broker configuration: one flat map of Kafka-style dotted names (`log.retention.ms`), filled
+//! from built-in defaults, then a TOML file, then `GREGOR_*` environment variables, then
+//! command-line overrides, each layer winning over the previous one.
+//!
+//! Every setting is listed in [`SETTINGS`] with its Kafka equivalent; `docs/CONFIG.md` mirrors
+//! that table.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+/// Error loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid TOML.
+    #[error("cannot parse config file {path}: {message}")]
+    Parse {
+        /// File path.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A setting name that Gregor does not know.
+    #[error("unknown setting '{name}' (from {origin})")]
+    Unknown {
+        /// Setting name.
+        name: String,
+        /// Where it came from (file, env var, flag).
+        origin: String,
+    },
+    /// A setting value that does not parse or is out of range.
+    #[error("invalid value '{value}' for '{name}': {reason}")]
+    Invalid {
+        /// Setting name.
+        name: String,
+        /// The offending value.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+}
+
+/// Which storage backend the partition logs use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// O_DIRECT io_uring segments through glommio DMA files.
+    Dma,
+    /// Portable `std::fs` files.
+    Std,
+}
+
+/// One known setting: its Gregor name, Kafka equivalent, default and meaning.
+#[derive(Debug)]
+pub struct SettingSpec {
+    /// Gregor name (TOML key, `--set` key; env var is `GREGOR_` + upper-cased, `.` -> `_`).
+    pub name: &'static str,
+    /// The Kafka broker setting it corresponds to, or "-" if none.
+    pub kafka_name: &'static str,
+    /// Default value as text.
+    pub default: &'static str,
+    /// One-line description.
+    pub doc: &'static str,
+}
+
+/// Every setting the broker accepts. Topic-level defaults (`log.*`, `message.max.bytes`) become
+/// the default of the matching topic config (see [`crate::topic_config`]).
+pub const SETTINGS: &[SettingSpec] = &[
+    SettingSpec {
+        name: "listen",
+        kafka_name: "listeners",
+        default: "127.0.0.1:9092",
+        doc: "Address the broker accepts Kafka connections on (HOST:PORT).",
+    },
+    SettingSpec {
+        name: "advertised.listener",
+        kafka_name: "advertised.listeners",
+        default: "",
+        doc: "HOST:PORT given to clients in Metadata; empty means the listen address.",
+    },
+    SettingSpec {
+        name: "data.dir",
+        kafka_name: "log.dirs",
+        default: "./data",
+        doc: "Directory holding the metadata file and one directory per partition.",
+    },
+    SettingSpec {
+        name: "cores",
+        kafka_name: "num.io.threads",
+        default: "0",
+        doc: "Number of cores (one pinned executor each); 0 means all online cores.",
+    },
+    SettingSpec {
+        name: "node.id",
+        kafka_name: "node.id",
+        default: "0",
+        doc: "This broker's node id, reported in Metadata.",
+    },
+    SettingSpec {
+        name: "storage.backend",
+        kafka_name: "-",
+        default: "dma",
+        doc: "Segment I/O backend: dma (O_DIRECT io_uring) or std (portable std::fs).",
+    },
+    SettingSpec {
+        name: "auto.create.topics.enable",
+        kafka_name: "auto.create.topics.enable",
+        default: "true",
+        doc: "Create a topic when a Metadata request names an unknown one.",
+    },
+    SettingSpec {
+        name: "num.partitions",
+        kafka_name: "num.partitions",
+        default: "1",
+        doc: "Partition count of auto-created topics and of CreateTopics with -1.",
+    },
+    SettingSpec {
+        name: "socket.request.max.bytes",
+        kafka_name: "socket.request.max.bytes",
+        default: "104857600",
+        doc: "Largest request frame accepted; a longer one closes the connection.",
+    },
+    SettingSpec {
+        name: "fetch.max.bytes",
+        kafka_name: "fetch.max.bytes",
+        default: "57671680",
+        doc: "Upper bound on the bytes one Fetch response carries.",
+    },
+    SettingSpec {
+        name: "message.max.bytes",
+        kafka_name: "message.max.bytes",
+        default: "1048588",
+        doc: "Default max.message.bytes of topics: largest record batch accepted.",
+    },
+    SettingSpec {
+        name: "log.segment.bytes",
+        kafka_name: "log.segment.bytes",
+        default: "1073741824",
+        doc: "Default segment.bytes of topics: roll a segment at this size.",
+    },
+    SettingSpec {
+        name: "log.roll.ms",
+        kafka_name: "log.roll.ms",
+        default: "604800000",
+        doc: "Default segment.ms of topics: roll a segment at this age.",
+    },
+    SettingSpec {
+        name: "log.retention.ms",
+        kafka_name: "log.retention.ms",
+        default: "604800000",
+        doc: "Default retention.ms of topics (-1: keep forever).",
+    },
+    SettingSpec {
+        name: "log.retention.bytes",
+        kafka_name: "log.retention.bytes",
+        default: "-1",
+        doc: "Default retention.bytes of topics, per partition (-1: no limit).",
+    },
+    SettingSpec {
+        name: "log.retention.check.interval.ms",
+        kafka_name: "log.retention.check.interval.ms",
+        default: "300000",
+        doc: "How often each core applies retention to its partitions.",
+    },
+    SettingSpec {
+        name: "log.flush.interval.messages",
+        kafka_name: "log.flush.interval.messages",
+        default: "9223372036854775807",
+        doc: "Default flush.messages of topics: fsync after this many messages.",
+    },
+    SettingSpec {
+        name: "log.flush.interval.ms",
+        kafka_name: "log.flush.interval.ms",
+        default: "9223372036854775807",
+        doc: "Default flush.ms of topics: fsync at least this often.",
+    },
+    SettingSpec {
+        name: "log.index.interval.bytes",
+        kafka_name: "log.index.interval.bytes",
+        default: "4096",
+        doc: "Default index.interval.bytes of topics: bytes between sparse index entries.",
+    },
+    SettingSpec {
+        name: "log.message.timestamp.type",
+        kafka_name: "log.message.timestamp.type",
+        default: "CreateTime",
+        doc: "Default message.timestamp.type of topics: CreateTime or LogAppendTime.",
+    },
+    SettingSpec {
+        name: "log.level",
+        kafka_name: "-",
+        default: "info",
+        doc: "tracing filter (e.g. info, debug, gregor_net=trace); GREGOR_LOG also works.",
+    },
+];
+
+/// The broker's validated configuration.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Address to accept connections on.
+    pub listen: SocketAddr,
+    /// Host and port told to clients (Metadata, DescribeCluster).
+    pub advertised_host: String,
+    /// Port told to clients.
+    pub advertised_port: u16,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Core count; 0 = all online cores.
+    pub cores: usize,
+    /// Node id.
+    pub node_id: i32,
+    /// Storage backend for partition logs.
+    pub storage_backend: StorageBackend,
+    /// Auto-create topics named in Metadata requests.
+    pub auto_create_topics: bool,
+    /// Default partition count.
+    pub num_partitions: i32,
+    /// Largest request frame accepted.
+    pub socket_request_max_bytes: usize,
+    /// Cap on a Fetch response's record bytes.
+    pub fetch_max_bytes: usize,
+    /// Interval between retention passes.
+    pub retention_check_interval_ms: u64,
+    /// tracing filter directive.
+    pub log_level: String,
+    /// Broker-level topic defaults, keyed by *topic* config name (`retention.ms`, ...).
+    pub topic_defaults: BTreeMap<String, String>,
+}
+
+/// Where a value came from, for error messages.
+fn origin_env(var: &str) -> String {
+    format!("environment variable {var}")
+}
+
+/// Collects raw values by setting name, in precedence order.
+#[derive(Debug, Default)]
+pub struct ConfigBuilder {
+    values: BTreeMap<String, String>,
+}
+
+impl ConfigBuilder {
+    /// A builder holding only the defaults.
+    pub fn new() -> Self {
+        let values = SETTINGS
+            .iter()
+            .map(|s| (s.name.to_string(), s.default.to_string()))
+            .collect();
+        Self { values }
+    }
+
+    /// Sets one value; unknown names are an error.
+    pub fn set(&mut self, name: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+        if !SETTINGS.iter().any(|s| s.name == name) {
+            return Err(ConfigError::Unknown {
+                name: name.to_string(),
+                origin: origin.to_string(),
+            });
+        }
+        self.values.insert(name.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// Applies a TOML document. Dotted keys and nested tables both flatten to dotted names,
+    /// so `log.retention.ms = 1000` and `[log] retention.ms = 1000` mean the same.
+    pub fn apply_toml(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let mut flat = Vec::new();
+        flatten_toml("", &toml::Value::Table(table), &mut flat);
+        let origin = format!("config file {}", path.display());
+        for (name, value) in flat {
+            self.set(&name, &value, &origin)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a TOML file.
+    pub fn apply_toml_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.apply_toml(&text, path)
+    }
+
+    /// Applies `GREGOR_*` variables: `GREGOR_LOG_RETENTION_MS` sets `log.retention.ms`.
+    /// `GREGOR_LOG` (the tracing filter read by the CLI) maps to `log.level`. Variables that
+    /// match no setting are errors, so a typo does not pass silently.
+    pub fn apply_env<I>(&mut self, vars: I) -> Result<(), ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        for (var, value) in vars {
+            let Some(rest) = var.strip_prefix("GREGOR_") else {
+                continue;
+            };
+            if rest == "LOG" {
+                self.set("log.level", &value, &origin_env(&var))?;
+                continue;
+            }
+            let wanted = rest.to_ascii_lowercase();
+            let spec = SETTINGS.iter().find(|s| s.name.replace('.', "_") == wanted);
+            match spec {
+                Some(spec) => self.set(spec.name, &value, &origin_env(&var))?,
+                None => {
+                    return Err(ConfigError::Unknown {
+                        name: wanted.replace('_', "."),
+                        origin: origin_env(&var),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates and builds the configuration.
+    pub fn build(&self) -> Result<BrokerConfig, ConfigError> {
+        let get = |name: &str| self.values.get(name).cloned().unwrap_or_default();
+        let listen_text = get("listen");
+        let listen = parse_addr("listen", &listen_text)?;
+        let advertised_text = get("advertised.listener");
+        let (advertised_host, advertised_port) = if advertised_text.is_empty() {
+            (listen.ip().to_string(), listen.port())
+        } else {
+            split_host_port("advertised.listener", &advertised_text)?
+        };
+        let storage_backend = match get("storage.backend").to_ascii_lowercase().as_str() {
+            "dma" => StorageBackend::Dma,
+            "std" => StorageBackend::Std,
+            other => {
+                return Err(invalid("storage.backend", other, "expected dma or std"));
+            }
+        };
+        let num_partitions: i32 = parse_num("num.partitions", &get("num.partitions"))?;
+        if num_partitions < 1 {
+            return Err(invalid(
+                "num.partitions",
+                &get("num.partitions"),
+                "must be >= 1",
+            ));
+        }
+        let socket_request_max_bytes: usize =
+            parse_num("socket.request.max.bytes", &get("socket.request.max.bytes"))?;
+        if !(64..=i32::MAX as usize).contains(&socket_request_max_bytes) {
+            return Err(invalid(
+                "socket.request.max.bytes",
+                &get("socket.request.max.bytes"),
+                "must be between 64 and 2147483647",
+            ));
+        }
+        let fetch_max_bytes: usize = parse_num("fetch.max.bytes", &get("fetch.max.bytes"))?;
+        if fetch_max_bytes == 0 || fetch_max_bytes > i32::MAX as usize {
+            return Err(invalid(
+                "fetch.max.bytes",
+                &get("fetch.max.bytes"),
+                "out of range",
+            ));
+        }
+        let mut topic_defaults = BTreeMap::new();
+        for (broker_name, topic_name) in crate::topic_config::BROKER_DEFAULT_NAMES {
+            topic_defaults.insert(topic_name.to_string(), get(broker_name));
+        }
+        // Validate the defaults with the same rules topic overrides face.
+        for (name, value) in &topic_defaults {
+            crate::topic_config::validate(name, value).map_err(|reason| {
+                let broker_name = crate::topic_config::BROKER_DEFAULT_NAMES
+                    .iter()
+                    .find(|(_, t)| t == name)
+                    .map(|(b, _)| *b)
+                    .unwrap_or("?");
+                invalid(broker_name, value, &reason)
+            })?;
+        }
+        Ok(BrokerConfig {
+            listen,
+            advertised_host,
+            advertised_port,
+            data_dir: PathBuf::from(get("data.dir")),
+            cores: parse_num("cores", &get("cores"))?,
+            node_id: parse_num("node.id", &get("node.id"))?,
+            storage_backend,
+            auto_create_topics: parse_bool(
+                "auto.create.topics.enable",
+                &get("auto.create.topics.enable"),
+            )?,
+            num_partitions,
+            socket_request_max_bytes,
+            fetch_max_bytes,
+            retention_check_interval_ms: parse_num(
+                "log.retention.check.interval.ms",
+                &get("log.retention.check.interval.ms"),
+            )?,
+            log_level: get("log.level"),
+            topic_defaults,
+        })
+    }
+}
+
+impl BrokerConfig {
+    /// The defaults alone (what `gregor broker` with no flags runs with).
+    pub fn defaults() -> Self {
+        match ConfigBuilder::new().build() {
+            Ok(config) => config,
+            // The defaults are constants checked by a unit test; failing here is a bug.
+            Err(e) => unreachable!("built-in defaults are invalid: {e}"),
+        }
+    }
+}
+
+fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, value) in table {
+                let name = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten_toml(&name, value, out);
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+fn invalid(name: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        name: name.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(name, value, "not a valid number"))
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(name, value, "expected true or false")),
+    }
+}
+
+fn parse_addr(name: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let text = value.trim().trim_start_matches("PLAINTEXT://");
+    text.to_socket_addrs()
+        .map_err(|e| invalid(name, value, &e.to_string()))?
+        .next()
+        .ok_or_else(|| invalid(name, value, "resolves to no address"))
+}
+
+fn split_host_port(name: &str, value: &str) -> Result<(String, u16), ConfigError> {
+    let text = value.trim().trim_start_matches("PLAINTEXT://");
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(name, value, "expected HOST:PORT"))?;
+    let port = port
+        .parse()
+        .map_err(|_| invalid(name, value, "bad port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(invalid(name, value, "empty host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_build() {
+        let c = BrokerConfig::defaults();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.socket_request_max_bytes, 100 << 20);
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics);
+        assert_eq!(c.storage_backend, StorageBackend::Dma);
+        assert_eq!(c.topic_defaults["retention.ms"], "604800000");
+        assert_eq!(c.advertised_host, "127.0.0.1");
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let mut b = ConfigBuilder::new();
+        b.apply_toml(
+            "num.partitions = 3\nlog.retention.ms = 1000\n[auto.create.topics]\nenable = false\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        b.apply_env(vec![
+            ("GREGOR_NUM_PARTITIONS".to_string(), "5".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ])
+        .unwrap();
+        b.set("log.retention.ms", "2000", "flag").unwrap();
+        let c = b.build().unwrap();
+        assert_eq!(c.num_partitions, 5);
+        assert!(!c.auto_create_topics);
+        assert_eq!(c.topic_defaults["retention.ms"], "2000");
+    }
+
+    #[test]
+    fn unknown_and_invalid_are_errors() {
+        let mut b = ConfigBuilder::new();
+        assert!(matches!(
+            b.apply_toml("no.such = 1", Path::new("x")),
+            Err(ConfigError::Unknown { .. })
+        ));
+        assert!(matches!(
+            b.apply_env(vec![("GREGOR_BOGUS".to_string(), "1".to_string())]),
+            Err(ConfigError::Unknown { .. })
+        ));
+        let mut b = ConfigBuilder::new();
+        b.set("num.partitions", "0", "flag").unwrap();
+        assert!(b.build().is_err());
+        let mut b = ConfigBuilder::new();
+        b.set("log.message.timestamp.type", "Whenever", "flag")
+            .unwrap();
+        assert!(b.build().is_err());
+        let mut b = ConfigBuilder::new();
+        b.set("storage.backend", "tape", "flag").unwrap();
+        assert!(b.build().is_err());
+    }
+
+    #[test]
+    fn config_doc_lists_every_setting() {
+        let doc = include_str!("../../docs/CONFIG.md");
+        for spec in SETTINGS {
+            assert!(
+                doc.contains(&format!("| `{}` |", spec.name)),
+                "docs/CONFIG.md misses {}",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn advertised_listener_parses() {
+        let mut b = ConfigBuilder::new();
+        b.set(
+            "advertised.listener",
+            "PLAINTEXT://broker.example:19092",
+            "flag",
+        )
+        .unwrap();
+        let c = b.build().unwrap();
+        assert_eq!(c.advertised_host, "broker.example");
+        assert_eq!(c.advertised_port, 19092);
+    }
+}

@@ -1,0 +1,107 @@
+//! One client connection: read a frame, answer it, repeat. Like Kafka, we process one
+//! request per connection at a time, so responses go out in request order and a client can
+//! have at most one request in flight here (pipelined requests wait in the socket buffer).
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes};
+use futures_lite::FutureExt;
+use glommio::net::TcpStream;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::Decodable;
+
+use crate::cores::CoreContext;
+use crate::framing::{read_frame, write_frame};
+use crate::handlers::{self, Reply, RequestError};
+
+/// Decrements the connection count when the connection task ends, however it ends.
+struct ConnectionGuard(Rc<CoreContext>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let ctx = &self.0;
+        ctx.open_connections
+            .set(ctx.open_connections.get().saturating_sub(1));
+        ctx.connection_closed.notify_all();
+    }
+}
+
+/// Serves one connection until the peer closes it, it misbehaves, or the core drains.
+pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr) {
+    ctx.open_connections.set(ctx.open_connections.get() + 1);
+    let _guard = ConnectionGuard(ctx.clone());
+    let max_bytes = ctx.config.socket_request_max_bytes;
+    tracing::debug!(%peer, core = ctx.core_id, "connection opened");
+    loop {
+        if ctx.draining.get() {
+            break;
+        }
+        let frame = {
+            let read = async { Some(read_frame(&mut stream, max_bytes).await) };
+            let drain = async {
+                ctx.drain_signal.notified().await;
+                None
+            };
+            read.or(drain).await
+        };
+        let body = match frame {
+            None => break,
+            Some(Ok(Some(body))) => body,
+            Some(Ok(None)) => break,
+            Some(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "closing connection: bad frame");
+                break;
+            }
+        };
+        let reply = AssertUnwindSafe(handle_frame(&ctx, body))
+            .catch_unwind()
+            .await;
+        match reply {
+            Ok(Ok(Reply::Frame(frame))) => {
+                if let Err(e) = write_frame(&mut stream, &frame).await {
+                    tracing::debug!(%peer, error = %e, "write failed");
+                    break;
+                }
+            }
+            Ok(Ok(Reply::None)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                break;
+            }
+            Err(_) => {
+                tracing::error!(%peer, "request handler panicked; closing connection");
+                break;
+            }
+        }
+    }
+    tracing::debug!(%peer, core = ctx.core_id, "connection closed");
+}
+
+/// Parses the header and dispatches one request.
+pub async fn handle_frame(ctx: &Rc<CoreContext>, mut body: Bytes) -> Result<Reply, RequestError> {
+    // The frame reader guarantees at least 10 bytes: key, version, correlation id.
+    let mut peek = &body[..];
+    let raw_key = peek.get_i16();
+    let version = peek.get_i16();
+    let correlation_id = peek.get_i32();
+    let key = ApiKey::try_from(raw_key).map_err(|_| RequestError::UnknownApi(raw_key))?;
+    if key == ApiKey::ApiVersions {
+        let (min, max) = handlers::supported_range(key).unwrap_or((0, 0));
+        if !(min..=max).contains(&version) {
+            return handlers::api_versions::fallback_frame(correlation_id).map(Reply::Frame);
+        }
+    }
+    if handlers::supported_range(key).is_none() {
+        return Err(RequestError::UnknownApi(raw_key));
+    }
+    let header_version = key.request_header_version(version);
+    let header =
+        RequestHeader::decode(&mut body, header_version).map_err(|e| RequestError::Malformed {
+            key,
+            version,
+            message: e.to_string(),
+        })?;
+    handlers::dispatch(ctx, key, &header, body).await
+}

@@ -1,0 +1,195 @@
+//! One module per Kafka API. [`dispatch`] decodes the request body with `kafka-protocol`,
+//! calls the API's `handle`, and encodes the response at the request's version.
+//!
+//! Adding an API: a new module with `handle(ctx, header, request) -> response`, a row in
+//! [`SUPPORTED_APIS`], and an arm in [`dispatch`]. Only APIs listed here are advertised in
+//! ApiVersions.
+
+use std::rc::Rc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest,
+    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::cores::CoreContext;
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+/// (API, lowest version, highest version) this broker serves. Versions are those that
+/// librdkafka 2.x, kafka-python and the Java client 3.x/4.x negotiate, within what
+/// `kafka-protocol` can encode.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The supported version range of `key`, if it is served at all.
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// A request that cannot be answered; the connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Unknown or unsupported API key.
+    #[error("unsupported api key {0}")]
+    UnknownApi(i16),
+    /// API served, but not at this version (and it is not ApiVersions).
+    #[error("unsupported version {version} of {key:?}")]
+    UnsupportedVersion {
+        /// API.
+        key: ApiKey,
+        /// Version asked for.
+        version: i16,
+    },
+    /// The bytes do not decode.
+    #[error("malformed {key:?} v{version} request: {message}")]
+    Malformed {
+        /// API.
+        key: ApiKey,
+        /// Version.
+        version: i16,
+        /// Decoder message.
+        message: String,
+    },
+    /// Our response failed to encode (a bug, logged loudly).
+    #[error("cannot encode {key:?} v{version} response: {message}")]
+    Encode {
+        /// API.
+        key: ApiKey,
+        /// Version.
+        version: i16,
+        /// Encoder message.
+        message: String,
+    },
+}
+
+/// What to send back for one request.
+pub enum Reply {
+    /// A complete frame (length prefix included).
+    Frame(Bytes),
+    /// Nothing (Produce with acks=0).
+    None,
+}
+
+/// Encodes header + body into one length-prefixed frame.
+pub fn encode_frame<R: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    header_version: i16,
+    body: &R,
+) -> Result<Bytes, RequestError> {
+    let err = |e: &dyn std::fmt::Display| RequestError::Encode {
+        key,
+        version,
+        message: e.to_string(),
+    };
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_bytes = header.compute_size(header_version).map_err(|e| err(&e))?;
+    let body_bytes = body.compute_size(version).map_err(|e| err(&e))?;
+    let total = header_bytes + body_bytes;
+    let mut buf = BytesMut::with_capacity(4 + total);
+    buf.put_i32(total as i32);
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| err(&e))?;
+    body.encode(&mut buf, version).map_err(|e| err(&e))?;
+    Ok(buf.freeze())
+}
+
+fn decode<T: Decodable>(key: ApiKey, version: i16, body: &mut Bytes) -> Result<T, RequestError> {
+    T::decode(body, version).map_err(|e| RequestError::Malformed {
+        key,
+        version,
+        message: e.to_string(),
+    })
+}
+
+/// Decodes, handles and encodes one request whose header was already parsed.
+pub async fn dispatch(
+    ctx: &Rc<CoreContext>,
+    key: ApiKey,
+    header: &RequestHeader,
+    mut body: Bytes,
+) -> Result<Reply, RequestError> {
+    let version = header.request_api_version;
+    match supported_range(key) {
+        Some((min, max)) if (min..=max).contains(&version) => {}
+        Some(_) => return Err(RequestError::UnsupportedVersion { key, version }),
+        None => return Err(RequestError::UnknownApi(header.request_api_key)),
+    }
+    let header_version = key.response_header_version(version);
+    let cid = header.correlation_id;
+    macro_rules! respond {
+        ($req:ty, $module:ident) => {{
+            let request: $req = decode(key, version, &mut body)?;
+            let response = $module::handle(ctx, header, request).await;
+            Reply::Frame(encode_frame(key, version, cid, header_version, &response)?)
+        }};
+    }
+    Ok(match key {
+        ApiKey::ApiVersions => respond!(ApiVersionsRequest, api_versions),
+        ApiKey::Metadata => respond!(MetadataRequest, metadata),
+        ApiKey::Produce => {
+            let request: ProduceRequest = decode(key, version, &mut body)?;
+            match produce::handle(ctx, header, request).await {
+                Some(response) => {
+                    Reply::Frame(encode_frame(key, version, cid, header_version, &response)?)
+                }
+                None => Reply::None,
+            }
+        }
+        ApiKey::Fetch => respond!(FetchRequest, fetch),
+        ApiKey::ListOffsets => respond!(ListOffsetsRequest, list_offsets),
+        ApiKey::CreateTopics => respond!(CreateTopicsRequest, create_topics),
+        ApiKey::DeleteTopics => respond!(DeleteTopicsRequest, delete_topics),
+        ApiKey::CreatePartitions => respond!(CreatePartitionsRequest, create_partitions),
+        ApiKey::DescribeConfigs => respond!(DescribeConfigsRequest, describe_configs),
+        ApiKey::IncrementalAlterConfigs => {
+            respond!(IncrementalAlterConfigsRequest, incremental_alter_configs)
+        }
+        ApiKey::DescribeCluster => respond!(DescribeClusterRequest, describe_cluster),
+        ApiKey::DeleteRecords => respond!(DeleteRecordsRequest, delete_records),
+        _ => return Err(RequestError::UnknownApi(header.request_api_key)),
+    })
+}
+
+/// Converts a string to the protocol's string type.
+pub fn str_bytes(s: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(s.to_string())
+}
+
+/// Topic name newtype from a string.
+pub fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(str_bytes(s))
+}

@@ -1,0 +1,97 @@
+//! Produce (key 0): split the partitions by owning core, append there (and with acks=-1
+//! wait for the flush), merge the answers in request order. acks=0 gets no response.
+
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
+
+use super::topic_name;
+use crate::cores::{CoreContext, CoreReply, CoreRequest, ProducePart, ProducePartResult};
+use crate::join::join_all;
+use crate::routing::{merge, split_by_owner};
+
+/// Answers Produce; `None` for acks=0.
+pub async fn handle(
+    ctx: &Rc<CoreContext>,
+    _header: &RequestHeader,
+    request: ProduceRequest,
+) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    // The response lists topics and partitions in request order.
+    let mut shape: Vec<(String, Vec<i32>)> = Vec::with_capacity(request.topic_data.len());
+    let mut parts = Vec::new();
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let mut indexes = Vec::with_capacity(topic.partition_data.len());
+        for p in topic.partition_data {
+            indexes.push(p.index);
+            parts.push(ProducePart {
+                topic: name.clone(),
+                partition: p.index,
+                records: p.records,
+            });
+        }
+        shape.push((name, indexes));
+    }
+    let total = parts.len();
+
+    let results: Vec<ProducePartResult> = if !matches!(acks, -1..=1) {
+        (0..total)
+            .map(|_| ProducePartResult::error(ResponseError::InvalidRequiredAcks.code()))
+            .collect()
+    } else {
+        let splits = split_by_owner(parts, |p| ctx.owner_of(&p.topic, p.partition));
+        let calls = splits.into_iter().map(|split| {
+            let ctx = ctx.clone();
+            async move {
+                let reply = ctx
+                    .call(
+                        split.core,
+                        CoreRequest::Produce {
+                            parts: split.items,
+                            acks,
+                        },
+                    )
+                    .await;
+                let results = match reply {
+                    Ok(CoreReply::Produce(r)) => Some(r),
+                    _ => None,
+                };
+                (split.positions, results)
+            }
+        });
+        let answers = join_all(calls.collect()).await;
+        merge(total, answers, || {
+            ProducePartResult::error(ResponseError::NotLeaderOrFollower.code())
+        })
+    };
+
+    if acks == 0 {
+        return None;
+    }
+    let mut results = results.into_iter();
+    let responses = shape
+        .into_iter()
+        .map(|(name, indexes)| {
+            let partition_responses = indexes
+                .into_iter()
+                .map(|index| {
+                    let r = results.next().unwrap_or_default();
+                    PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(r.error_code)
+                        .with_base_offset(r.base_offset)
+                        .with_log_append_time_ms(r.log_append_time_ms)
+                        .with_log_start_offset(r.log_start_offset)
+                        .with_error_message(r.error_message.map(|m| super::str_bytes(&m)))
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(topic_name(&name))
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    Some(ProduceResponse::default().with_responses(responses))
+}
