@@ -1,11 +1,11 @@
-//! `gregor bench` (not yet written).
+//! `gregor bench produce|consume|e2e|disk|suite`: the load tools of the `gregor-bench` crate.
 
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct BenchArgs {}
+/// `gregor bench` arguments (defined next to the load tools).
+pub type BenchArgs = gregor_bench::load::BenchArgs;
 
-pub fn run(_args: BenchArgs) -> ExitCode {
-    eprintln!("gregor bench: not implemented yet");
-    ExitCode::FAILURE
+/// Runs `gregor bench`.
+pub fn run(args: BenchArgs) -> ExitCode {
+    gregor_bench::load::run(args)
 }

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod conn;
 pub mod consumer;
 pub mod error;
+pub mod groups;
 mod oneshot;
 pub mod partitioner;
 pub mod producer;

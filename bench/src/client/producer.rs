@@ -72,6 +72,8 @@ pub struct BatchAck<'a> {
     pub record_count: i32,
     /// Uncompressed bytes of the batch.
     pub batch_bytes: usize,
+    /// Sum of key and value lengths of the records (what throughput in MB/s counts).
+    pub payload_bytes: u64,
     /// The `tag` given to [`Producer::send`] for each record, in order.
     pub tags: &'a [u64],
     /// `None` if the broker stored the batch.
@@ -87,6 +89,7 @@ struct ReadyBatch {
     record_count: i32,
     batch_bytes: usize,
     tags: Vec<u64>,
+    payload_bytes: u64,
     /// Units of `Producer::buffer` held by the records of this batch.
     buffer_units: u64,
 }
@@ -97,6 +100,7 @@ struct PartitionState {
     opened_at: Option<Instant>,
     leader: i32,
     buffer_units: u64,
+    payload_bytes: u64,
 }
 
 struct InFlight {
@@ -153,6 +157,7 @@ impl Producer {
                 opened_at: None,
                 leader: p.leader,
                 buffer_units: 0,
+                payload_bytes: 0,
             });
             if let std::collections::hash_map::Entry::Vacant(e) = queues.entry(p.leader) {
                 let (tx, rx) = local_channel::new_unbounded();
@@ -245,6 +250,7 @@ impl Producer {
             st.builder.append(timestamp_ms, key, value, headers);
             st.tags.push(tag);
             st.buffer_units += units;
+            st.payload_bytes += (key.map_or(0, |k| k.len()) + value.map_or(0, |v| v.len())) as u64;
             if st.builder.size_bytes() >= self.cfg.batch_bytes {
                 sealed.push(seal(partition, st)?);
             }
@@ -329,6 +335,7 @@ impl Producer {
             base_offset,
             record_count: b.record_count,
             batch_bytes: b.batch_bytes,
+            payload_bytes: b.payload_bytes,
             tags: &b.tags,
             error,
         });
@@ -351,6 +358,7 @@ fn seal(partition: i32, st: &mut PartitionState) -> Result<ReadyBatch> {
         batch_bytes,
         tags: std::mem::take(&mut st.tags),
         buffer_units: std::mem::take(&mut st.buffer_units),
+        payload_bytes: std::mem::take(&mut st.payload_bytes),
     })
 }
 

@@ -1,0 +1,631 @@
+//! The load generators: producer tasks (flat out or open loop at a target rate) and consumer
+//! tasks, spread over one glommio executor per core. Hot loops reuse one payload buffer per
+//! producer and allocate nothing per record.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+
+use super::stats::{Progress, new_histogram};
+use super::verify::{self, BitSet, ReceiveCheck};
+use crate::client::producer::AckCallback;
+use crate::client::{
+    BatchAck, ClientConfig, ClientError, Cluster, Consumer, ConsumerConfig, Producer,
+    ProducerConfig, Result, StartOffset,
+};
+
+/// What record values look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Content {
+    /// Random bytes (incompressible).
+    Random,
+    /// Text-like bytes (compress about 3-5x).
+    Compressible,
+}
+
+/// How records are keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Keys {
+    /// No key (sticky partitioning).
+    None,
+    /// Uniform over `--key-space` keys.
+    Uniform,
+    /// Every record has the same key (one hot partition).
+    Hot,
+}
+
+/// A producer workload.
+#[derive(Debug, Clone)]
+pub struct ProduceSpec {
+    /// Bootstrap list.
+    pub bootstrap: String,
+    /// Topic.
+    pub topic: String,
+    /// Total records (over all producers), if bounded by count.
+    pub messages: Option<u64>,
+    /// Run time, if bounded by time.
+    pub duration: Option<Duration>,
+    /// Value size range in bytes (inclusive).
+    pub size_min: usize,
+    /// Upper bound of value size.
+    pub size_max: usize,
+    /// Value content.
+    pub content: Content,
+    /// Key distribution.
+    pub keys: Keys,
+    /// Distinct keys for `Keys::Uniform`.
+    pub key_space: u64,
+    /// Number of producers (each with its own connections).
+    pub producers: usize,
+    /// Executors (threads) to spread producers over.
+    pub executors: usize,
+    /// Total target rate in records/s (open loop), or flat out.
+    pub rate: Option<f64>,
+    /// Producer settings.
+    pub producer: ProducerConfig,
+    /// Max requests in flight per connection.
+    pub max_in_flight: usize,
+    /// Write e2e headers (producer, seq, send time) and track acknowledged sequences.
+    pub e2e: bool,
+}
+
+/// What one executor's producers measured.
+#[derive(Debug)]
+pub struct ProduceResult {
+    /// Ack latency in µs (not filled in e2e mode).
+    pub hist: Histogram<u64>,
+    /// Acknowledged records after warm-up.
+    pub records: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Failed records.
+    pub errors: u64,
+    /// First error.
+    pub first_error: Option<String>,
+    /// Acknowledged sequences per producer id (e2e only).
+    pub acked: Vec<(u32, BitSet)>,
+}
+
+impl ProduceResult {
+    fn new() -> Self {
+        Self {
+            hist: new_histogram(),
+            records: 0,
+            bytes: 0,
+            errors: 0,
+            first_error: None,
+            acked: Vec::new(),
+        }
+    }
+
+    /// Merges another executor's result.
+    pub fn merge(&mut self, o: ProduceResult) {
+        let _ = self.hist.add(&o.hist);
+        self.records += o.records;
+        self.bytes += o.bytes;
+        self.errors += o.errors;
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+        self.acked.extend(o.acked);
+    }
+}
+
+/// Timing shared by all tasks of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Zero of all `*_ns` timestamps (payload send times, tags).
+    pub epoch: Instant,
+    /// Acks/receipts before this are warm-up and not measured.
+    pub measure_from: Instant,
+}
+
+impl Clock {
+    /// Nanoseconds since the epoch.
+    pub fn ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+}
+
+/// A small fast PRNG (xorshift64*), so picking sizes and keys costs no allocation or locking.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator (seed 0 is remapped).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    /// Next value.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Extra bytes past the largest value so each record can start at a different offset (keeps
+/// identical-looking records from compressing against each other).
+const FILLER_SLACK_BYTES: usize = 64 * 1024;
+
+/// The bytes record values are cut from.
+pub fn filler(content: Content, size_max: usize, seed: u64) -> Vec<u8> {
+    let n = size_max + FILLER_SLACK_BYTES;
+    let mut rng = Rng::new(seed);
+    let mut v = Vec::with_capacity(n);
+    match content {
+        Content::Random => {
+            while v.len() < n {
+                v.extend_from_slice(&rng.next_u64().to_le_bytes());
+            }
+        }
+        Content::Compressible => {
+            const WORDS: [&str; 16] = [
+                "order",
+                "id",
+                "user",
+                "amount",
+                "currency",
+                "EUR",
+                "status",
+                "shipped",
+                "created",
+                "2026-11-21",
+                "region",
+                "eu-west",
+                "items",
+                "sku",
+                "qty",
+                "price",
+            ];
+            while v.len() < n {
+                let w = WORDS[rng.below(WORDS.len() as u64) as usize];
+                v.extend_from_slice(w.as_bytes());
+                v.push(if rng.below(4) == 0 { b',' } else { b' ' });
+                if rng.below(3) == 0 {
+                    v.extend_from_slice(format!("{}", rng.below(1000)).as_bytes());
+                    v.push(b' ');
+                }
+            }
+        }
+    }
+    v.truncate(n);
+    v
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Writes `prefix` + decimal `n` into `buf`, returning the used slice (no allocation).
+fn format_key(buf: &mut [u8; 32], n: u64) -> &[u8] {
+    const PREFIX: &[u8] = b"key-";
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut x = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (x % 10) as u8;
+        x /= 10;
+        if x == 0 {
+            break;
+        }
+    }
+    let d = &digits[i..];
+    buf[PREFIX.len()..PREFIX.len() + d.len()].copy_from_slice(d);
+    &buf[..PREFIX.len() + d.len()]
+}
+
+/// Runs the producers of `spec` on `spec.executors` threads; blocks until all are done.
+pub fn run_producers(
+    spec: &ProduceSpec,
+    progress: &Arc<Progress>,
+    clock: Clock,
+) -> Result<ProduceResult> {
+    let executors = spec.executors.clamp(1, spec.producers.max(1));
+    let mut handles = Vec::new();
+    for e in 0..executors {
+        let ids: Vec<u32> = (0..spec.producers as u32)
+            .filter(|p| *p as usize % executors == e)
+            .collect();
+        let (spec, progress) = (spec.clone(), progress.clone());
+        let h = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("bench-prod-{e}"))
+            .spawn(move || async move { executor_producers(spec, progress, clock, ids).await })
+            .map_err(|e| ClientError::Invalid(format!("starting executor: {e}")))?;
+        handles.push(h);
+    }
+    let mut total = ProduceResult::new();
+    let mut first_err = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(r)) => total.merge(r),
+            Ok(Err(e)) => first_err = first_err.or(Some(e)),
+            Err(e) => {
+                first_err =
+                    first_err.or(Some(ClientError::Invalid(format!("executor failed: {e}"))))
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}
+
+async fn executor_producers(
+    spec: ProduceSpec,
+    progress: Arc<Progress>,
+    clock: Clock,
+    ids: Vec<u32>,
+) -> Result<ProduceResult> {
+    let result = Rc::new(RefCell::new(ProduceResult::new()));
+    let spec = Rc::new(spec);
+    let tasks: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let (spec, progress, result) = (spec.clone(), progress.clone(), result.clone());
+            glommio::spawn_local(
+                async move { producer_task(&spec, progress, clock, id, result).await },
+            )
+        })
+        .collect();
+    let mut first_err = None;
+    for t in tasks {
+        if let Err(e) = t.await {
+            first_err = first_err.or(Some(e));
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let r = Rc::try_unwrap(result)
+        .map_err(|_| ClientError::Invalid("producer results still shared".into()))?
+        .into_inner();
+    Ok(r)
+}
+
+async fn producer_task(
+    spec: &ProduceSpec,
+    progress: Arc<Progress>,
+    clock: Clock,
+    id: u32,
+    result: Rc<RefCell<ProduceResult>>,
+) -> Result<()> {
+    let mut ccfg = ClientConfig::new(&spec.bootstrap);
+    ccfg.conn.max_in_flight = spec.max_in_flight;
+    ccfg.conn.client_id = format!("gregor-bench-{id}");
+    let cluster = Cluster::connect(ccfg).await?;
+    let acked = Rc::new(RefCell::new(BitSet::default()));
+    let on_ack: AckCallback = {
+        let (result, progress, acked) = (result.clone(), progress.clone(), acked.clone());
+        let e2e = spec.e2e;
+        Rc::new(move |b: &BatchAck<'_>| {
+            let n = b.record_count as u64;
+            let mut r = result.borrow_mut();
+            if let Some(e) = b.error {
+                progress.errors.fetch_add(n, Ordering::Relaxed);
+                r.errors += n;
+                if r.first_error.is_none() {
+                    r.first_error = Some(e.to_string());
+                }
+                return;
+            }
+            progress.records.fetch_add(n, Ordering::Relaxed);
+            progress.bytes.fetch_add(b.payload_bytes, Ordering::Relaxed);
+            if e2e {
+                let mut a = acked.borrow_mut();
+                for seq in b.tags {
+                    a.set(*seq);
+                }
+            }
+            let now = Instant::now();
+            if now < clock.measure_from {
+                return;
+            }
+            r.records += n;
+            r.bytes += b.payload_bytes;
+            if !e2e {
+                let now_ns = clock.ns(now);
+                for sent_ns in b.tags {
+                    r.hist
+                        .saturating_record(now_ns.saturating_sub(*sent_ns) / 1000);
+                }
+            }
+        })
+    };
+    let producer = Producer::new(cluster, &spec.topic, spec.producer.clone(), on_ack).await?;
+
+    let n_prod = spec.producers.max(1) as u64;
+    let my_messages = spec
+        .messages
+        .map(|m| m / n_prod + u64::from((id as u64) < m % n_prod));
+    let interval_ns = spec.rate.map(|r| 1e9 / (r / n_prod as f64).max(1e-9));
+    let mut rng = Rng::new(0xC0FFEE + id as u64);
+    let mut buf = filler(
+        spec.content,
+        spec.size_max.max(verify::HEADER_BYTES),
+        42 + id as u64,
+    );
+    let mut key_buf = [0u8; 32];
+    let start = Instant::now();
+    let deadline = spec.duration.map(|d| start + d);
+    let size_span = (spec.size_max - spec.size_min) as u64 + 1;
+    let mut seq: u64 = 0;
+    loop {
+        if my_messages.is_some_and(|m| seq >= m) {
+            break;
+        }
+        if seq.is_multiple_of(64) && deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let scheduled = match interval_ns {
+            Some(iv) => {
+                let t = start + Duration::from_nanos((iv * seq as f64) as u64);
+                let now = Instant::now();
+                // Sleep only when ahead by more than the timer's useful resolution; records
+                // due are sent immediately and keep their scheduled time (open loop).
+                if t > now + Duration::from_micros(200) {
+                    glommio::timer::sleep(t - now).await;
+                }
+                t
+            }
+            None => Instant::now(),
+        };
+        let size = spec.size_min + rng.below(size_span) as usize;
+        let off = rng.below(FILLER_SLACK_BYTES as u64) as usize;
+        let value = &mut buf[off..off + size];
+        let tag = if spec.e2e {
+            verify::write_header(value, id, seq, clock.ns(scheduled));
+            seq
+        } else {
+            clock.ns(scheduled)
+        };
+        let key: Option<&[u8]> = match spec.keys {
+            Keys::None => None,
+            Keys::Hot => Some(b"hot-key"),
+            Keys::Uniform => Some(format_key(&mut key_buf, rng.below(spec.key_space))),
+        };
+        producer
+            .send(None, key, Some(value), &[], wall_ms(), tag)
+            .await?;
+        seq += 1;
+    }
+    producer.close().await?;
+    if spec.e2e {
+        let a = std::mem::take(&mut *acked.borrow_mut());
+        result.borrow_mut().acked.push((id, a));
+    }
+    Ok(())
+}
+
+/// A consumer workload.
+#[derive(Debug, Clone)]
+pub struct ConsumeSpec {
+    /// Bootstrap list.
+    pub bootstrap: String,
+    /// Topic.
+    pub topic: String,
+    /// Partitions to read (split over consumers).
+    pub partitions: Vec<i32>,
+    /// Number of consumers (each on its own executor, own connections).
+    pub consumers: usize,
+    /// Where to start.
+    pub start: StartOffset,
+    /// Exact start offsets per partition (overrides `start`).
+    pub explicit_offsets: Option<std::collections::BTreeMap<i32, i64>>,
+    /// Stop after this many records in total.
+    pub messages: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop when nothing arrived for this long (and producers, if any, are done).
+    pub idle_timeout: Duration,
+    /// Fetch settings.
+    pub fetch: ConsumerConfig,
+    /// Parse e2e headers: latency from send time, and verification.
+    pub e2e: bool,
+    /// e2e: stop once this many records (acked by producers so far) were received and the
+    /// producers are done.
+    pub producers_done: Option<Arc<Progress>>,
+}
+
+/// What the consumers measured.
+#[derive(Debug)]
+pub struct ConsumeResult {
+    /// e2e latency in µs (send to receive).
+    pub hist: Histogram<u64>,
+    /// Records received after warm-up.
+    pub records: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// All records received.
+    pub records_total: u64,
+    /// Verification state (e2e).
+    pub check: ReceiveCheck,
+    /// When the first and last record arrived.
+    pub first_at: Option<Instant>,
+    /// Last record arrival.
+    pub last_at: Option<Instant>,
+}
+
+/// Runs the consumers; blocks until done.
+pub fn run_consumers(
+    spec: &ConsumeSpec,
+    progress: &Arc<Progress>,
+    clock: Clock,
+) -> Result<ConsumeResult> {
+    let n = spec.consumers.clamp(1, spec.partitions.len().max(1));
+    let mut handles = Vec::new();
+    for c in 0..n {
+        let parts: Vec<i32> = spec
+            .partitions
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(i, _)| i % n == c)
+            .map(|(_, p)| p)
+            .collect();
+        let (spec, progress) = (spec.clone(), progress.clone());
+        let h = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("bench-cons-{c}"))
+            .spawn(move || async move { consumer_task(spec, progress, clock, parts).await })
+            .map_err(|e| ClientError::Invalid(format!("starting executor: {e}")))?;
+        handles.push(h);
+    }
+    let mut total: Option<ConsumeResult> = None;
+    let mut first_err = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(r)) => {
+                total = Some(match total {
+                    None => r,
+                    Some(mut t) => {
+                        let _ = t.hist.add(&r.hist);
+                        t.records += r.records;
+                        t.bytes += r.bytes;
+                        t.records_total += r.records_total;
+                        merge_check(&mut t.check, r.check);
+                        t.first_at = min_opt(t.first_at, r.first_at);
+                        t.last_at = t.last_at.max(r.last_at);
+                        t
+                    }
+                })
+            }
+            Ok(Err(e)) => first_err = first_err.or(Some(e)),
+            Err(e) => {
+                first_err =
+                    first_err.or(Some(ClientError::Invalid(format!("executor failed: {e}"))))
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    total.ok_or_else(|| ClientError::Invalid("no consumer ran".into()))
+}
+
+fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Consumers own disjoint partitions, so their checks combine by adding counts (a producer's
+/// sequences are split across partitions, hence across consumers, without overlap).
+fn merge_check(into: &mut ReceiveCheck, other: ReceiveCheck) {
+    into.absorb(other);
+}
+
+async fn consumer_task(
+    spec: ConsumeSpec,
+    progress: Arc<Progress>,
+    clock: Clock,
+    partitions: Vec<i32>,
+) -> Result<ConsumeResult> {
+    let cluster = Cluster::connect(ClientConfig::new(&spec.bootstrap)).await?;
+    let mut consumer = Consumer::new(cluster, &spec.topic, spec.fetch.clone());
+    match &spec.explicit_offsets {
+        Some(offsets) => {
+            for p in &partitions {
+                let o = offsets.get(p).copied().unwrap_or(0);
+                consumer.assign(&[*p], StartOffset::Offset(o)).await?;
+            }
+        }
+        None => consumer.assign(&partitions, spec.start).await?,
+    }
+    let mut r = ConsumeResult {
+        hist: new_histogram(),
+        records: 0,
+        bytes: 0,
+        records_total: 0,
+        check: ReceiveCheck::default(),
+        first_at: None,
+        last_at: None,
+    };
+    let start = Instant::now();
+    let deadline = spec.duration.map(|d| start + d);
+    let mut last_progress = Instant::now();
+    loop {
+        let total = progress.records.load(Ordering::Relaxed);
+        if spec.messages.is_some_and(|m| total >= m) {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if let Some(p) = &spec.producers_done {
+            // e2e: done when producers finished and everything they got acked has arrived.
+            if p.done.load(Ordering::Acquire) && total >= p.records.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        let producers_running = spec
+            .producers_done
+            .as_ref()
+            .is_some_and(|p| !p.done.load(Ordering::Acquire));
+        if !producers_running && last_progress.elapsed() >= spec.idle_timeout {
+            break;
+        }
+        let fetched = consumer.poll().await?;
+        let now = Instant::now();
+        let now_ns = clock.ns(now);
+        let measuring = now >= clock.measure_from;
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for f in &fetched {
+            for b in &f.batches {
+                if b.is_control {
+                    continue;
+                }
+                for rec in b.records() {
+                    let rec = rec?;
+                    if rec.offset < f.skip_below {
+                        continue;
+                    }
+                    n += 1;
+                    let v = rec.value.unwrap_or(b"");
+                    bytes += (v.len() + rec.key.map_or(0, |k| k.len())) as u64;
+                    if spec.e2e
+                        && let Some((producer, seq, sent_ns)) = verify::read_header(v)
+                    {
+                        r.check.on_record(f.partition, rec.offset, producer, seq);
+                        if measuring {
+                            r.hist
+                                .saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
+                        }
+                    }
+                }
+            }
+        }
+        if n > 0 {
+            last_progress = now;
+            r.first_at.get_or_insert(now);
+            r.last_at = Some(now);
+            r.records_total += n;
+            progress.records.fetch_add(n, Ordering::Relaxed);
+            progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if measuring {
+                r.records += n;
+                r.bytes += bytes;
+            }
+        }
+    }
+    Ok(r)
+}
