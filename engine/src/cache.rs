@@ -107,6 +107,16 @@ impl TailCache {
         let first = self
             .chunks
             .partition_point(|c| (c.segment_base, c.end()) <= (segment_base, position));
+        // Common case: the range lies in one heap chunk; hand out a slice, no copy.
+        if let Some(c) = self.chunks.get(first)
+            && let SharedBuf::Heap(bytes) = &c.buf
+            && c.segment_base == segment_base
+            && c.file_position <= position
+            && position + len as u64 <= c.end()
+        {
+            let from = c.data_start + (position - c.file_position) as usize;
+            return Some(bytes.slice(from..from + len));
+        }
         let mut out = BytesMut::with_capacity(0);
         let mut pos = position;
         let end = position + len as u64;

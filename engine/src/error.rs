@@ -96,6 +96,58 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// A copy for each member of a failed append group (`io::Error` is not `Clone`).
+    pub(crate) fn duplicate(&self) -> LogError {
+        match self {
+            LogError::CorruptMessage { position, reason } => LogError::CorruptMessage {
+                position: *position,
+                reason,
+            },
+            LogError::UnsupportedForMessageFormat { magic } => {
+                LogError::UnsupportedForMessageFormat { magic: *magic }
+            }
+            LogError::MessageTooLarge {
+                batch_bytes,
+                max_bytes,
+            } => LogError::MessageTooLarge {
+                batch_bytes: *batch_bytes,
+                max_bytes: *max_bytes,
+            },
+            LogError::RecordListTooLarge {
+                records_bytes,
+                segment_bytes,
+            } => LogError::RecordListTooLarge {
+                records_bytes: *records_bytes,
+                segment_bytes: *segment_bytes,
+            },
+            LogError::InvalidRecord { position, reason } => LogError::InvalidRecord {
+                position: *position,
+                reason,
+            },
+            LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            } => LogError::OffsetOutOfRange {
+                offset: *offset,
+                log_start: *log_start,
+                log_end: *log_end,
+            },
+            LogError::InvalidTimestamp { reason } => LogError::InvalidTimestamp { reason },
+            LogError::CorruptLog {
+                segment_base,
+                position,
+                reason,
+            } => LogError::CorruptLog {
+                segment_base: *segment_base,
+                position: *position,
+                reason,
+            },
+            LogError::Closed => LogError::Closed,
+            LogError::Io(e) => LogError::Io(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+
     /// The Kafka protocol error code a broker should return for this error.
     pub fn kafka_error_code(&self) -> i16 {
         use kafka_code::*;

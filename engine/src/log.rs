@@ -7,10 +7,11 @@ use crate::batch;
 use crate::cache::TailCache;
 use crate::config::{BackendKind, LogConfig, TimestampType};
 use crate::error::LogError;
-use crate::segment::{Segment, file_name};
+use crate::segment::{AppendPart, Segment, Window, file_name};
 use crate::sync::LocalMutex;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -19,6 +20,43 @@ use std::rc::Rc;
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
 /// Checkpoint of the log start offset advanced by `delete_records_before`.
 pub const LOG_START_CHECKPOINT_FILE: &str = "log-start-offset";
+
+/// Largest group of queued appends written in one I/O.
+const APPEND_GROUP_BYTES_MAX: u64 = 4 << 20;
+/// Largest read issued for one fetch from one segment (more is returned by later fetches).
+const READ_WINDOW_BYTES_MAX: usize = 8 << 20;
+
+/// One queued produce request.
+struct AppendRequest {
+    records: Bytes,
+    infos: Vec<batch::BatchInfo>,
+    leader_epoch: i32,
+    now_ms: i64,
+    record_count: i64,
+}
+
+/// Where a queued request waits for the group writer's verdict.
+struct AppendSlot {
+    request: RefCell<Option<AppendRequest>>,
+    result: RefCell<Option<Result<AppendInfo, LogError>>>,
+}
+
+/// Removes a cancelled append's request from the queue, unless a writer already took it.
+struct WithdrawOnDrop<'a> {
+    log: &'a Log,
+    slot: &'a Rc<AppendSlot>,
+}
+
+impl Drop for WithdrawOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.slot.request.borrow().is_some() {
+            self.log
+                .pending
+                .borrow_mut()
+                .retain(|s| !Rc::ptr_eq(s, self.slot));
+        }
+    }
+}
 
 /// Result of a successful [`Log::append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +98,9 @@ pub struct Log {
     segments: RefCell<Vec<Rc<Segment>>>,
     cache: RefCell<TailCache>,
     write_lock: LocalMutex,
+    /// Append requests waiting for the write lock, oldest first (bounded by the number of
+    /// concurrent `append` calls, which the broker bounds).
+    pending: RefCell<VecDeque<Rc<AppendSlot>>>,
     flush_lock: LocalMutex,
     log_start: Cell<i64>,
     log_end: Cell<i64>,
@@ -186,6 +227,7 @@ impl Log {
             config: RefCell::new(config),
             segments: RefCell::new(segments),
             write_lock: LocalMutex::default(),
+            pending: RefCell::new(VecDeque::new()),
             flush_lock: LocalMutex::default(),
             log_start: Cell::new(log_start),
             log_end: Cell::new(log_end),
@@ -206,8 +248,12 @@ impl Log {
 
     /// Append one or more concatenated v2 batches exactly as a Produce request carries them.
     /// All batches are validated first (all-or-nothing), then offsets starting at the log end
-    /// are assigned and the bytes written in one I/O. `now_ms` is the broker's clock, used for
+    /// are assigned and the bytes written. `now_ms` is the broker's clock, used for
     /// LogAppendTime, `segment.ms` and `flush.ms`.
+    ///
+    /// Concurrent appends are grouped: whoever holds the write lock writes every queued
+    /// request (in arrival order, up to `APPEND_GROUP_BYTES_MAX`) in one I/O, so N producers
+    /// on one partition cost one write, not N.
     pub async fn append(
         &self,
         records: Bytes,
@@ -222,45 +268,138 @@ impl Log {
                 segment_bytes: config.segment_bytes,
             });
         }
-        let record_count: i64 = infos.iter().map(|i| i.last_offset_delta as i64 + 1).sum();
-        let guard = self.write_lock.lock().await;
         if self.closed.get() {
             return Err(LogError::Closed);
         }
-        let base_offset = self.log_end.get();
-        let last_offset = base_offset + record_count - 1;
-        if self.should_roll(records.len() as u64, last_offset, now_ms, &config) {
-            self.roll(now_ms, &config).await?;
-        }
-        let log_append_time =
-            (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
-        self.active()
-            .append(
-                &self.cache,
-                &records,
-                &infos,
-                base_offset,
+        let record_count: i64 = infos.iter().map(|i| i.last_offset_delta as i64 + 1).sum();
+        let slot = Rc::new(AppendSlot {
+            request: RefCell::new(Some(AppendRequest {
+                records,
+                infos,
                 leader_epoch,
-                log_append_time,
-                config.index_interval_bytes,
                 now_ms,
-            )
-            .await?;
-        self.log_end.set(last_offset + 1);
+                record_count,
+            })),
+            result: RefCell::new(None),
+        });
+        self.pending.borrow_mut().push_back(slot.clone());
+        // If this future is dropped before its request is taken, withdraw the request.
+        let withdraw = WithdrawOnDrop {
+            log: self,
+            slot: &slot,
+        };
+        let guard = self.write_lock.lock().await;
+        while slot.result.borrow().is_none() {
+            self.write_pending_group(&config).await;
+        }
         drop(guard);
+        drop(withdraw);
+        let result = slot.result.borrow_mut().take();
+        let info = result.unwrap_or(Err(LogError::Closed))?;
         let unflushed = (self.log_end.get() - self.flushed.get()) as u64;
         let flush_due_by_time = config.flush_ms != u64::MAX
             && now_ms - self.last_flush_ms.get() >= config.flush_ms as i64;
         if unflushed >= config.flush_messages || flush_due_by_time {
             self.flush().await?;
         }
-        Ok(AppendInfo {
-            base_offset,
-            last_offset,
-            log_append_time_ms: log_append_time.unwrap_or(-1),
-            log_start_offset: self.log_start.get(),
-            record_count: record_count as u32,
-        })
+        Ok(info)
+    }
+
+    /// Write the oldest queued append requests as one group. Caller holds the write lock.
+    async fn write_pending_group(&self, config: &LogConfig) {
+        let Some(first) = self.pending.borrow_mut().pop_front() else {
+            return;
+        };
+        let Some(first_request) = first.request.borrow_mut().take() else {
+            return;
+        };
+        if self.closed.get() {
+            *first.result.borrow_mut() = Some(Err(LogError::Closed));
+            return;
+        }
+        let first_last_offset = self.log_end.get() + first_request.record_count - 1;
+        let first_bytes = first_request.records.len() as u64;
+        if self.should_roll(first_bytes, first_last_offset, first_request.now_ms, config)
+            && let Err(e) = self.roll(first_request.now_ms, config).await
+        {
+            *first.result.borrow_mut() = Some(Err(e));
+            return;
+        }
+        // Gather followers that fit in the active segment without another roll.
+        let mut group = vec![(first, first_request)];
+        {
+            let active = self.active();
+            let m = active.meta.borrow();
+            let mut bytes = m.size_bytes + first_bytes;
+            let mut last_offset = first_last_offset;
+            let index_room = (config.segment_index_bytes as usize / crate::index::TIME_ENTRY_BYTES)
+                .saturating_sub(m.index.entries.len().max(m.time_index.entries.len()) + 1);
+            let mut pending = self.pending.borrow_mut();
+            while let Some(next) = pending.front() {
+                let (len, count) = match next.request.borrow().as_ref() {
+                    Some(r) => (r.records.len() as u64, r.record_count),
+                    None => (0, 0),
+                };
+                let group_bytes = bytes - m.size_bytes + len;
+                let fits = bytes + len <= config.segment_bytes
+                    && group_bytes <= APPEND_GROUP_BYTES_MAX
+                    && (group_bytes / config.index_interval_bytes as u64 + 1) as usize
+                        <= index_room
+                    && last_offset + count - active.base_offset <= i32::MAX as i64;
+                if !fits {
+                    break;
+                }
+                let Some(slot) = pending.pop_front() else {
+                    break;
+                };
+                let Some(request) = slot.request.borrow_mut().take() else {
+                    continue;
+                };
+                bytes += len;
+                last_offset += count;
+                group.push((slot, request));
+            }
+        }
+        let log_append_time = config.timestamp_type == TimestampType::LogAppendTime;
+        let mut offset = self.log_end.get();
+        let mut parts = Vec::with_capacity(group.len());
+        for (_, r) in &group {
+            parts.push(AppendPart {
+                records: &r.records,
+                infos: &r.infos,
+                first_offset: offset,
+                leader_epoch: r.leader_epoch,
+                log_append_time_ms: log_append_time.then_some(r.now_ms),
+            });
+            offset += r.record_count;
+        }
+        let now_ms = group.iter().map(|(_, r)| r.now_ms).max().unwrap_or(0);
+        let written = self
+            .active()
+            .append(&self.cache, &parts, config.index_interval_bytes, now_ms)
+            .await;
+        drop(parts);
+        match written {
+            Ok(()) => {
+                let mut base_offset = self.log_end.get();
+                self.log_end.set(offset);
+                for (slot, r) in group {
+                    *slot.result.borrow_mut() = Some(Ok(AppendInfo {
+                        base_offset,
+                        last_offset: base_offset + r.record_count - 1,
+                        log_append_time_ms: if log_append_time { r.now_ms } else { -1 },
+                        log_start_offset: self.log_start.get(),
+                        record_count: r.record_count as u32,
+                    }));
+                    base_offset += r.record_count;
+                }
+            }
+            Err(e) => {
+                for (slot, _) in group {
+                    *slot.result.borrow_mut() = Some(Err(e.duplicate()));
+                }
+            }
+        }
     }
 
     fn should_roll(
@@ -368,7 +507,11 @@ impl Log {
         limit: i64,
     ) -> Result<Option<Bytes>, LogError> {
         let end = seg.meta.borrow().size_bytes;
-        let Some((position, first)) = seg.locate(&self.cache, offset, end).await? else {
+        // One read usually covers both the header walk from the index entry and the data.
+        let interval = self.config.borrow().index_interval_bytes as usize;
+        let mut window = Window::new(max_bytes.min(READ_WINDOW_BYTES_MAX) + 2 * interval);
+        let Some((position, first)) = seg.locate(&self.cache, &mut window, offset, end).await?
+        else {
             return Ok(None);
         };
         if first.base_offset >= limit {
@@ -377,7 +520,10 @@ impl Log {
         let want = (max_bytes as u64)
             .max(first.total_bytes)
             .min(end - position) as usize;
-        let buf = seg.read_range(&self.cache, position, want).await?;
+        let buf = match window.get(position, want) {
+            Some(buf) => buf,
+            None => seg.read_range(&self.cache, position, want).await?,
+        };
         let mut taken = 0usize;
         for (header, bytes) in batch::BatchIter::new(&buf) {
             if header.base_offset.get() >= limit || (taken > 0 && taken + bytes.len() > max_bytes) {
@@ -592,7 +738,7 @@ impl Log {
             Some(active) => {
                 let end = active.meta.borrow().size_bytes;
                 let cut = active
-                    .locate(&self.cache, offset, end)
+                    .locate(&self.cache, &mut Window::new(0), offset, end)
                     .await?
                     .map_or(end, |(pos, _)| pos);
                 active

@@ -6,7 +6,7 @@ use crate::cache::TailCache;
 use crate::config::BackendKind;
 use crate::error::LogError;
 use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
-use crate::io::{SegFile, align_down, align_up};
+use crate::io::{SegFile, SharedBuf, align_down, align_up};
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::io::Write;
@@ -159,10 +159,37 @@ pub(crate) struct Segment {
     pub meta: RefCell<SegMeta>,
 }
 
-/// Where a header scan starts.
-struct Window {
+/// One produce request's share of a grouped append.
+pub(crate) struct AppendPart<'a> {
+    pub records: &'a [u8],
+    pub infos: &'a [BatchInfo],
+    pub first_offset: i64,
+    pub leader_epoch: i32,
+    pub log_append_time_ms: Option<i64>,
+}
+
+/// Bytes read around a header walk, reused by the caller when it covers the data it needs.
+pub(crate) struct Window {
     start: u64,
     data: Bytes,
+    /// Bytes to read on a refill.
+    read_bytes: usize,
+}
+
+impl Window {
+    pub(crate) fn new(read_bytes: usize) -> Window {
+        Window {
+            start: 0,
+            data: Bytes::new(),
+            read_bytes: read_bytes.max(HEADER_WINDOW_BYTES),
+        }
+    }
+
+    /// `[position, position + len)` if the window holds it (no copy).
+    pub(crate) fn get(&self, position: u64, len: usize) -> Option<Bytes> {
+        let from = position.checked_sub(self.start)? as usize;
+        (from + len <= self.data.len()).then(|| self.data.slice(from..from + len))
+    }
 }
 
 impl Segment {
@@ -492,7 +519,7 @@ impl Segment {
         let in_window = position >= window.start
             && position + HEADER_BYTES as u64 <= window.start + window.data.len() as u64;
         if !in_window {
-            let len = (HEADER_WINDOW_BYTES as u64).min(end - position) as usize;
+            let len = (window.read_bytes as u64).min(end - position) as usize;
             window.data = self.read_range(cache, position, len).await?;
             window.start = position;
             if window.data.len() < HEADER_BYTES {
@@ -513,17 +540,14 @@ impl Segment {
     async fn find_from(
         &self,
         cache: &RefCell<TailCache>,
+        window: &mut Window,
         start: u64,
         end: u64,
         pred: impl Fn(&BatchFacts) -> bool,
     ) -> Result<Option<(u64, BatchFacts)>, LogError> {
-        let mut window = Window {
-            start: 0,
-            data: Bytes::new(),
-        };
         let mut pos = start;
         while pos < end {
-            let facts = self.header_at(cache, &mut window, pos, end).await?;
+            let facts = self.header_at(cache, window, pos, end).await?;
             if pred(&facts) {
                 return Ok(Some((pos, facts)));
             }
@@ -537,6 +561,7 @@ impl Segment {
     pub(crate) async fn locate(
         &self,
         cache: &RefCell<TailCache>,
+        window: &mut Window,
         offset: i64,
         end: u64,
     ) -> Result<Option<(u64, BatchFacts)>, LogError> {
@@ -544,17 +569,12 @@ impl Segment {
         let entry = self.meta.borrow().index.lookup(relative);
         if let Some(e) = entry {
             let expected_last = self.base_offset + e.relative_offset as i64;
-            let mut window = Window {
-                start: 0,
-                data: Bytes::new(),
-            };
-            match self
-                .header_at(cache, &mut window, e.position as u64, end)
-                .await
-            {
+            match self.header_at(cache, window, e.position as u64, end).await {
                 Ok(f) if f.last_offset == expected_last => {
                     return self
-                        .find_from(cache, e.position as u64, end, |f| f.last_offset >= offset)
+                        .find_from(cache, window, e.position as u64, end, |f| {
+                            f.last_offset >= offset
+                        })
                         .await;
                 }
                 _ => {
@@ -562,7 +582,7 @@ impl Segment {
                 }
             }
         }
-        self.find_from(cache, 0, end, |f| f.last_offset >= offset)
+        self.find_from(cache, window, 0, end, |f| f.last_offset >= offset)
             .await
     }
 
@@ -580,32 +600,31 @@ impl Segment {
                 .and_then(|t| m.index.lookup(t.relative_offset))
                 .map_or(0, |e| e.position as u64)
         };
+        let mut window = Window::new(HEADER_WINDOW_BYTES);
         match self
-            .find_from(cache, start, end, |f| f.max_timestamp >= timestamp)
+            .find_from(cache, &mut window, start, end, |f| {
+                f.max_timestamp >= timestamp
+            })
             .await
         {
             Ok(found) => Ok(found),
             Err(_) if start != 0 => {
-                self.find_from(cache, 0, end, |f| f.max_timestamp >= timestamp)
+                self.find_from(cache, &mut window, 0, end, |f| f.max_timestamp >= timestamp)
                     .await
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Append validated batches (whole produce request) at the segment end. Copies the bytes
-    /// once into the write buffer, stamps offsets there, writes, then updates the metadata and
-    /// the tail cache. On an I/O error nothing in memory changes, so the next append rewrites
-    /// the same region and nothing acknowledged is lost. Caller holds the log's write lock.
-    #[allow(clippy::too_many_arguments)]
+    /// Append validated produce requests (a group of them, contiguous in offsets) at the
+    /// segment end in one write. Copies the bytes once into the write buffer and stamps
+    /// offsets there, writes, then updates the metadata and the tail cache. On an I/O error
+    /// nothing in memory changes, so the next append rewrites the same region and nothing
+    /// acknowledged is lost. Caller holds the log's write lock.
     pub(crate) async fn append(
         &self,
         cache: &RefCell<TailCache>,
-        records: &[u8],
-        infos: &[BatchInfo],
-        first_offset: i64,
-        leader_epoch: i32,
-        log_append_time_ms: Option<i64>,
+        parts: &[AppendPart<'_>],
         index_interval_bytes: u32,
         now_ms: i64,
     ) -> Result<(), LogError> {
@@ -617,14 +636,15 @@ impl Segment {
         } else {
             (size, 0)
         };
-        let data_end = prefix_len + records.len();
+        let records_len: usize = parts.iter().map(|p| p.records.len()).sum();
+        let data_end = prefix_len + records_len;
         let alloc_len = if aligned {
             align_up(data_end as u64) as usize
         } else {
             data_end
         };
         let mut buf = self.file.alloc(alloc_len);
-        let mut stamped = Vec::with_capacity(infos.len());
+        let mut stamped = Vec::with_capacity(parts.iter().map(|p| p.infos.len()).sum());
         {
             let dst = buf.as_mut_slice();
             {
@@ -632,32 +652,36 @@ impl Segment {
                 debug_assert_eq!(m.tail.len(), prefix_len);
                 dst[..prefix_len].copy_from_slice(&m.tail);
             }
-            dst[prefix_len..data_end].copy_from_slice(records);
-            let mut offset = first_offset;
-            for info in infos {
-                let at = prefix_len + info.position;
-                let batch = &mut dst[at..at + info.total_bytes];
-                let max_timestamp =
-                    batch::stamp(batch, info, offset, leader_epoch, log_append_time_ms);
-                let last_offset = offset + info.last_offset_delta as i64;
-                let offset_of_max = match (log_append_time_ms, info.record_max_timestamp) {
-                    (Some(_), _) => offset,
-                    (None, Some((_, delta))) => offset + delta as i64,
-                    (None, None) => last_offset,
-                };
-                stamped.push((
-                    size + info.position as u64,
-                    BatchFacts {
-                        base_offset: offset,
-                        last_offset,
-                        total_bytes: info.total_bytes as u64,
-                        max_timestamp,
-                        log_append_time: log_append_time_ms.is_some(),
-                        compressed: info.record_max_timestamp.is_none(),
-                    },
-                    offset_of_max,
-                ));
-                offset = last_offset + 1;
+            let mut at = prefix_len;
+            for part in parts {
+                dst[at..at + part.records.len()].copy_from_slice(part.records);
+                let mut offset = part.first_offset;
+                for info in part.infos {
+                    let from = at + info.position;
+                    let batch = &mut dst[from..from + info.total_bytes];
+                    let lat = part.log_append_time_ms;
+                    let max_timestamp = batch::stamp(batch, info, offset, part.leader_epoch, lat);
+                    let last_offset = offset + info.last_offset_delta as i64;
+                    let offset_of_max = match (lat, info.record_max_timestamp) {
+                        (Some(_), _) => offset,
+                        (None, Some((_, delta))) => offset + delta as i64,
+                        (None, None) => last_offset,
+                    };
+                    stamped.push((
+                        size + (from - prefix_len) as u64,
+                        BatchFacts {
+                            base_offset: offset,
+                            last_offset,
+                            total_bytes: info.total_bytes as u64,
+                            max_timestamp,
+                            log_append_time: lat.is_some(),
+                            compressed: info.record_max_timestamp.is_none(),
+                        },
+                        offset_of_max,
+                    ));
+                    offset = last_offset + 1;
+                }
+                at += part.records.len();
             }
         }
         let shared = match self.file.write_at(buf, write_pos).await {
@@ -670,7 +694,7 @@ impl Segment {
                 return Err(e.into());
             }
         };
-        let new_size = size + records.len() as u64;
+        let new_size = size + records_len as u64;
         {
             let mut m = self.meta.borrow_mut();
             for (position, facts, offset_of_max) in &stamped {
@@ -694,9 +718,17 @@ impl Segment {
                 m.tail.extend_from_slice(&shared.as_slice()[from..to]);
             }
         }
+        // Small O_DIRECT writes carry up to a block of padding and prefix: copying the data out
+        // keeps the cache's memory proportional to data; big writes are kept as they are.
+        let (cached, data_start) = if alloc_len > 2 * records_len {
+            let data = Bytes::copy_from_slice(&shared.as_slice()[prefix_len..data_end]);
+            (SharedBuf::Heap(data), 0)
+        } else {
+            (shared, prefix_len)
+        };
         cache
             .borrow_mut()
-            .insert(self.base_offset, size, shared, prefix_len, records.len());
+            .insert(self.base_offset, size, cached, data_start, records_len);
         Ok(())
     }
 
