@@ -65,7 +65,8 @@ pub async fn execute(ctx: &Rc<CoreContext>, request: AdminRequest) -> Vec<AdminR
         );
         return vec![fail(ResponseError::NotController, "not the metadata core")];
     }
-    let _permit = ctx.admin_lock.acquire(1).await;
+    // Held to the end of this function: admin operations run one at a time.
+    let _permit = ctx.admin_lock.acquire_permit(1).await;
     match request {
         AdminRequest::CreateTopics {
             topics,

@@ -1,0 +1,556 @@
+//! End-to-end tests of the broker over real sockets with a raw kafka-protocol client: each
+//! starts a 2-core broker in-process on a free port, so requests cross cores.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::*;
+use kafka_protocol::records::Compression;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn api_versions_all_versions_and_unknown_version_fallback() {
+    let broker = Broker::start(&[]);
+    let mut c = broker.client();
+    for version in 0..=3 {
+        let r: ApiVersionsResponse =
+            c.call(ApiKey::ApiVersions, version, &ApiVersionsRequest::default());
+        assert_eq!(r.error_code, 0);
+        let keys: Vec<i16> = r.api_keys.iter().map(|k| k.api_key).collect();
+        for key in [0, 1, 2, 3, 18, 19, 20, 21, 32, 37, 44, 60] {
+            assert!(keys.contains(&key), "v{version} lacks api {key}");
+        }
+        // Nothing we do not implement (e.g. OffsetCommit 8, JoinGroup 11) is advertised.
+        assert!(!keys.contains(&8) && !keys.contains(&11));
+        // v3+: no optional tagged fields (librdkafka 2.0.2 mis-parses them).
+        assert!(r.supported_features.is_empty() && r.finalized_features_epoch == -1);
+    }
+    // KIP-511: a version from the future gets a v0 answer with UNSUPPORTED_VERSION.
+    let id = c.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let _: (i32, ApiVersionsResponse) = c.recv(ApiKey::ApiVersions, 3);
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&18i16.to_be_bytes());
+    raw.extend_from_slice(&99i16.to_be_bytes());
+    raw.extend_from_slice(&(id + 7).to_be_bytes());
+    raw.extend_from_slice(&(-1i16).to_be_bytes());
+    raw.extend_from_slice(&[0, 0, 0]);
+    c.send_raw(&raw);
+    let (cid, r): (i32, ApiVersionsResponse) = c.recv(ApiKey::ApiVersions, 0);
+    assert_eq!(cid, id + 7);
+    assert_eq!(r.error_code, ResponseError::UnsupportedVersion.code());
+    let av = r.api_keys.iter().find(|k| k.api_key == 18).unwrap();
+    assert_eq!((av.min_version, av.max_version), (0, 3));
+    // The connection stays usable.
+    let r: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 2, &ApiVersionsRequest::default());
+    assert_eq!(r.error_code, 0);
+}
+
+#[test]
+fn create_produce_fetch_round_trip_across_cores() {
+    let broker = Broker::start(&[]);
+    let mut c = broker.client();
+    let created = c.create_topic("orders", 6);
+    assert_eq!(
+        created.topics[0].error_code, 0,
+        "{:?}",
+        created.topics[0].error_message
+    );
+    assert_eq!(created.topics[0].num_partitions, 6);
+    let md = c.metadata(Some(vec!["orders"]), false);
+    assert_eq!(md.brokers.len(), 1);
+    assert_eq!(md.brokers[0].port, i32::from(broker.addr.port()));
+    assert_eq!(md.topics[0].partitions.len(), 6);
+    let id = topic_id(&md, "orders");
+    assert!(!id.is_nil());
+
+    let ts = now_ms();
+    for p in 0..6 {
+        for round in 0..2 {
+            let key = format!("k{p}");
+            let v1 = format!("v{p}-{round}-a");
+            let v2 = format!("v{p}-{round}-b");
+            let b = batch(&[(&key, &v1, ts), (&key, &v2, ts + 1)], Compression::None);
+            let (err, base) = c.produce("orders", p, b, if round == 0 { 1 } else { -1 });
+            assert_eq!(err, 0);
+            assert_eq!(base, round * 2);
+        }
+    }
+    for p in 0..6 {
+        for version in [4, 11, 13, 16] {
+            let data = c.fetch(version, "orders", id, p, 0, 100, 1);
+            assert_eq!(data.error_code, 0);
+            assert_eq!(data.high_watermark, 4);
+            if version >= 5 {
+                assert_eq!(data.log_start_offset, 0);
+            }
+            let records = decode(&data.records);
+            let values: Vec<&str> = records.iter().map(|r| r.2.as_str()).collect();
+            let expected = [
+                format!("v{p}-0-a"),
+                format!("v{p}-0-b"),
+                format!("v{p}-1-a"),
+                format!("v{p}-1-b"),
+            ];
+            assert_eq!(values, expected, "partition {p} fetch v{version}");
+            assert_eq!(
+                records.iter().map(|r| r.0).collect::<Vec<_>>(),
+                vec![0, 1, 2, 3]
+            );
+            assert_eq!(records[1].3, ts + 1);
+        }
+        // From the middle and at the end.
+        let mid = decode(&c.fetch(12, "orders", id, p, 2, 0, 0).records);
+        assert_eq!(mid.first().map(|r| r.0), Some(2));
+        let end = c.fetch(12, "orders", id, p, 4, 0, 0);
+        assert_eq!(end.error_code, 0);
+        assert!(decode(&end.records).is_empty());
+        let past = c.fetch(12, "orders", id, p, 5, 0, 0);
+        assert_eq!(past.error_code, ResponseError::OffsetOutOfRange.code());
+    }
+}
+
+#[test]
+fn compressed_batches_are_stored_as_sent() {
+    let broker = Broker::start(&[]);
+    let mut c = broker.client();
+    assert_eq!(c.create_topic("z", 1).topics[0].error_code, 0);
+    let id = topic_id(&c.metadata(Some(vec!["z"]), false), "z");
+    let ts = now_ms();
+    let mut offset = 0;
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let b = batch(&[("a", "1", ts), ("b", "2", ts), ("c", "3", ts)], codec);
+        let (err, base) = c.produce("z", 0, b, 1);
+        assert_eq!((err, base), (0, offset), "{codec:?}");
+        offset += 3;
+    }
+    let records = decode(&c.fetch(12, "z", id, 0, 0, 0, 0).records);
+    assert_eq!(records.len(), 12);
+    assert_eq!(
+        records.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..12).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn long_poll_fetch_wakes_on_produce() {
+    let broker = Broker::start(&[]);
+    let mut c = broker.client();
+    assert_eq!(c.create_topic("lp", 4).topics[0].error_code, 0);
+    let id = topic_id(&c.metadata(Some(vec!["lp"]), false), "lp");
+    // Without data the fetch waits for max_wait_ms.
+    let start = Instant::now();
+    let data = c.fetch(12, "lp", id, 3, 0, 300, 1);
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(decode(&data.records).is_empty());
+    // A produce on another connection wakes a waiting fetch long before its 10 s deadline.
+    let addr = broker.addr;
+    let producer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut p = Client::connect(addr);
+        p.produce(
+            "lp",
+            3,
+            batch(&[("k", "late", now_ms())], Compression::None),
+            1,
+        )
+    });
+    let start = Instant::now();
+    let data = c.fetch(12, "lp", id, 3, 0, 10_000, 1);
+    let waited = start.elapsed();
+    assert_eq!(producer.join().unwrap().0, 0);
+    assert_eq!(decode(&data.records)[0].2, "late");
+    assert!(waited < Duration::from_secs(5), "fetch waited {waited:?}");
+}
+
+#[test]
+fn topic_admin_errors_are_kafkas() {
+    let broker = Broker::start(&[]);
+    let mut c = broker.client();
+    assert_eq!(c.create_topic("t", 2).topics[0].error_code, 0);
+    let code = |r: CreateTopicsResponse| r.topics[0].error_code;
+    assert_eq!(
+        code(c.create_topic("t", 2)),
+        ResponseError::TopicAlreadyExists.code()
+    );
+    assert_eq!(
+        code(c.create_topic("bad/name", 1)),
+        ResponseError::InvalidTopicException.code()
+    );
+    assert_eq!(
+        code(c.create_topic("zero", 0)),
+        ResponseError::InvalidPartitions.code()
+    );
+    let rf3 = CreateTopicsRequest::default().with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(topic("rf3"))
+            .with_num_partitions(1)
+            .with_replication_factor(3),
+    ]);
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &rf3);
+    assert_eq!(code(r), ResponseError::InvalidReplicationFactor.code());
+    let bad_config = CreateTopicsRequest::default().with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(topic("cfg"))
+            .with_num_partitions(1)
+            .with_replication_factor(-1)
+            .with_configs(vec![
+                create_topics_request::CreatableTopicConfig::default()
+                    .with_name("retention.ms".into())
+                    .with_value(Some("soon".into())),
+            ]),
+    ]);
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &bad_config);
+    assert_eq!(code(r), ResponseError::InvalidConfig.code());
+    // validate_only creates nothing.
+    let dry = CreateTopicsRequest::default()
+        .with_validate_only(true)
+        .with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(topic("dry"))
+                .with_num_partitions(3)
+                .with_replication_factor(1),
+        ]);
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &dry);
+    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(r.topics[0].num_partitions, 3);
+    let md = c.metadata(Some(vec!["dry"]), false);
+    assert_eq!(
+        md.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+
+    // Produce errors: unknown topic, bad partition, corrupt batch, bad acks.
+    let b = batch(&[("k", "v", now_ms())], Compression::None);
+    assert_eq!(
+        c.produce("nope", 0, b.clone(), 1).0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        c.produce("t", 9, b.clone(), 1).0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let mut corrupt = b.to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    assert_eq!(
+        c.produce("t", 0, corrupt.into(), 1).0,
+        ResponseError::CorruptMessage.code()
+    );
+    assert_eq!(
+        c.produce("t", 0, b.clone(), 7).0,
+        ResponseError::InvalidRequiredAcks.code()
+    );
+
+    // CreatePartitions grows only.
+    let grow = |count| {
+        CreatePartitionsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(topic("t"))
+                    .with_count(count),
+            ])
+    };
+    let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &grow(2));
+    assert_eq!(
+        r.results[0].error_code,
+        ResponseError::InvalidPartitions.code()
+    );
+    let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &grow(5));
+    assert_eq!(r.results[0].error_code, 0);
+    assert_eq!(c.produce("t", 4, b.clone(), -1), (0, 0));
+    assert_eq!(
+        c.metadata(Some(vec!["t"]), false).topics[0]
+            .partitions
+            .len(),
+        5
+    );
+
+    // DeleteTopics, then the topic is gone and can be created again empty.
+    let del = DeleteTopicsRequest::default()
+        .with_topic_names(vec![topic("t"), topic("ghost")])
+        .with_timeout_ms(5_000);
+    let r: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 5, &del);
+    assert_eq!(r.responses[0].error_code, 0);
+    assert_eq!(
+        r.responses[1].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        c.produce("t", 0, b.clone(), 1).0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert!(!broker.dir.path().join("t-0").exists());
+    assert_eq!(c.create_topic("t", 1).topics[0].error_code, 0);
+    assert_eq!(c.produce("t", 0, b, 1), (0, 0));
+}
+
+#[test]
+fn configs_describe_and_alter_live() {
+    let broker = Broker::start(&[("log.retention.ms", "3600000")]);
+    let mut c = broker.client();
+    assert_eq!(c.create_topic("cfg", 1).topics[0].error_code, 0);
+    let describe = |c: &mut Client| -> Vec<(String, String, i8)> {
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name("cfg".into()),
+        ]);
+        let r: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, 4, &req);
+        assert_eq!(r.results[0].error_code, 0);
+        r.results[0]
+            .configs
+            .iter()
+            .map(|e| {
+                (
+                    e.name.to_string(),
+                    e.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                    e.config_source,
+                )
+            })
+            .collect()
+    };
+    let entries = describe(&mut c);
+    let retention = entries.iter().find(|e| e.0 == "retention.ms").unwrap();
+    assert_eq!((retention.1.as_str(), retention.2), ("3600000", 4));
+    let alter = |name: &str, value: &str| {
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name("cfg".into())
+                .with_configs(vec![
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(name.to_string().into())
+                        .with_config_operation(0)
+                        .with_value(Some(value.to_string().into())),
+                ]),
+        ])
+    };
+    let r: IncrementalAlterConfigsResponse = c.call(
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &alter("retention.ms", "1000"),
+    );
+    assert_eq!(r.responses[0].error_code, 0);
+    let r: IncrementalAlterConfigsResponse = c.call(
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &alter("retention.ms", "x"),
+    );
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    let r: IncrementalAlterConfigsResponse =
+        c.call(ApiKey::IncrementalAlterConfigs, 0, &alter("no.such", "1"));
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    let entries = describe(&mut c);
+    let retention = entries.iter().find(|e| e.0 == "retention.ms").unwrap();
+    assert_eq!((retention.1.as_str(), retention.2), ("1000", 1));
+
+    // Live effect: a batch larger than a lowered max.message.bytes is refused.
+    let r: IncrementalAlterConfigsResponse = c.call(
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &alter("max.message.bytes", "100"),
+    );
+    assert_eq!(r.responses[0].error_code, 0);
+    let big = "x".repeat(500);
+    let b = batch(&[("k", &big, now_ms())], Compression::None);
+    assert_eq!(
+        c.produce("cfg", 0, b, 1).0,
+        ResponseError::MessageTooLarge.code()
+    );
+}
+
+#[test]
+fn list_offsets_and_delete_records() {
+    let broker = Broker::start(&[]);
+    let mut c = broker.client();
+    assert_eq!(c.create_topic("lo", 1).topics[0].error_code, 0);
+    for (i, ts) in [1_000i64, 2_000, 3_000].into_iter().enumerate() {
+        let v = format!("v{i}");
+        assert_eq!(
+            c.produce("lo", 0, batch(&[("k", &v, ts)], Compression::None), 1)
+                .0,
+            0
+        );
+    }
+    let query = |c: &mut Client, ts: i64| -> (i16, i64, i64) {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(topic("lo"))
+                    .with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(ts),
+                    ]),
+            ]);
+        let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.offset, p.timestamp)
+    };
+    assert_eq!(query(&mut c, -2), (0, 0, -1));
+    assert_eq!(query(&mut c, -1), (0, 3, -1));
+    assert_eq!(query(&mut c, 1_500), (0, 1, 2_000));
+    assert_eq!(query(&mut c, 3_000), (0, 2, 3_000));
+    assert_eq!(query(&mut c, 9_999).1, -1);
+    assert_eq!(query(&mut c, -3), (0, 2, 3_000));
+
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default()
+                .with_name(topic("lo"))
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(2),
+                ]),
+        ]);
+    let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 2));
+    assert_eq!(query(&mut c, -2), (0, 2, -1));
+    let id = topic_id(&c.metadata(Some(vec!["lo"]), false), "lo");
+    assert_eq!(
+        c.fetch(12, "lo", id, 0, 0, 0, 0).error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+}
+
+#[test]
+fn metadata_auto_creates_and_acks_zero_has_no_response() {
+    let broker = Broker::start(&[("num.partitions", "3")]);
+    let mut c = broker.client();
+    let md = c.metadata(Some(vec!["auto"]), true);
+    assert_eq!(md.topics[0].error_code, 0);
+    assert_eq!(md.topics[0].partitions.len(), 3);
+    let md = c.metadata(Some(vec!["not-auto"]), false);
+    assert_eq!(
+        md.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let all = c.metadata(None, false);
+    assert_eq!(all.topics.len(), 1);
+
+    // acks=0: no response; the next response on the connection is for the next request.
+    let req = produce_request(
+        "auto",
+        1,
+        batch(&[("k", "v", now_ms())], Compression::None),
+        0,
+    );
+    c.send(ApiKey::Produce, 9, &req);
+    let md = c.metadata(Some(vec!["auto"]), false);
+    assert_eq!(md.topics.len(), 1);
+    let id = topic_id(&md, "auto");
+    assert_eq!(
+        decode(&c.fetch(16, "auto", id, 1, 0, 1_000, 1).records).len(),
+        1
+    );
+
+    let disabled = Broker::start(&[("auto.create.topics.enable", "false")]);
+    let mut c = disabled.client();
+    let md = c.metadata(Some(vec!["auto"]), true);
+    assert_eq!(
+        md.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+}
+
+#[test]
+fn hostile_frames_close_only_that_connection() {
+    let broker = Broker::start(&[("socket.request.max.bytes", "1048576")]);
+    let mut good = broker.client();
+    assert_eq!(good.create_topic("h", 1).topics[0].error_code, 0);
+
+    // Garbage: an unknown API key.
+    let mut bad = broker.client();
+    bad.send_raw(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 1, 2, 3]);
+    assert!(bad.is_closed());
+    // A known API with a body that does not decode (truncated arrays).
+    let mut bad = broker.client();
+    let mut raw = vec![0, 3, 0, 9, 0, 0, 0, 5, 0, 1, b'x'];
+    raw.extend_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
+    bad.send_raw(&raw);
+    assert!(bad.is_closed());
+    // An oversize frame is refused from its length prefix alone (no body is ever sent).
+    let mut big = broker.client();
+    use std::io::Write;
+    big.stream
+        .write_all(&(512 * 1024 * 1024i32).to_be_bytes())
+        .unwrap();
+    assert!(big.is_closed());
+    let mut negative = broker.client();
+    negative.stream.write_all(&(-5i32).to_be_bytes()).unwrap();
+    assert!(negative.is_closed());
+
+    // The well-behaved client never noticed.
+    let b = batch(&[("k", "v", now_ms())], Compression::None);
+    assert_eq!(good.produce("h", 0, b, -1), (0, 0));
+    let r: ApiVersionsResponse = good.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(r.error_code, 0);
+}
+
+#[test]
+fn restart_keeps_topics_configs_and_data() {
+    for backend in ["dma", "std"] {
+        let broker = Broker::start(&[("storage.backend", backend)]);
+        let mut c = broker.client();
+        assert_eq!(c.create_topic("keep", 3).topics[0].error_code, 0);
+        let id = topic_id(&c.metadata(Some(vec!["keep"]), false), "keep");
+        for p in 0..3 {
+            for i in 0..5 {
+                let v = format!("{p}-{i}");
+                let b = batch(&[("k", &v, now_ms())], Compression::None);
+                assert_eq!(c.produce("keep", p, b, 1), (0, i));
+            }
+        }
+        drop(c);
+        let dir = broker.stop();
+        for p in 0..3 {
+            assert!(
+                dir.path()
+                    .join(format!("keep-{p}"))
+                    .join(".clean_shutdown")
+                    .exists()
+            );
+        }
+        let broker = Broker::start_in(dir, &[("storage.backend", backend)]);
+        let mut c = broker.client();
+        let md = c.metadata(Some(vec!["keep"]), false);
+        assert_eq!(topic_id(&md, "keep"), id, "topic id survives restart");
+        for p in 0..3 {
+            let records = decode(&c.fetch(13, "keep", id, p, 0, 0, 0).records);
+            let values: Vec<String> = records.into_iter().map(|r| r.2).collect();
+            let expected: Vec<String> = (0..5).map(|i| format!("{p}-{i}")).collect();
+            assert_eq!(values, expected, "{backend} partition {p}");
+        }
+        let b = batch(&[("k", "after", now_ms())], Compression::None);
+        assert_eq!(c.produce("keep", 0, b, -1), (0, 5));
+    }
+}
