@@ -701,6 +701,9 @@ fn run_disk(a: &DiskArgs) -> Result<()> {
     Ok(())
 }
 
+/// One topic for the whole suite: the consume step reads the 1 KB records the first step wrote.
+const SUITE_TOPIC: &str = "gregor-bench-suite";
+
 fn run_suite(a: &SuiteArgs) -> Result<()> {
     let common = |topic: &str| CommonArgs {
         bootstrap: a.bootstrap.clone(),
@@ -743,7 +746,7 @@ fn run_suite(a: &SuiteArgs) -> Result<()> {
             "produce 1KB acks=1",
             Box::new(|| {
                 run_produce(&ProduceArgs {
-                    common: common("suite-1k"),
+                    common: common(SUITE_TOPIC),
                     load: load("1024", 1),
                 })
             }),
@@ -752,7 +755,7 @@ fn run_suite(a: &SuiteArgs) -> Result<()> {
             "produce 100B acks=1",
             Box::new(|| {
                 run_produce(&ProduceArgs {
-                    common: common("suite-100b"),
+                    common: common(SUITE_TOPIC),
                     load: load("100", 1),
                 })
             }),
@@ -761,7 +764,7 @@ fn run_suite(a: &SuiteArgs) -> Result<()> {
             "produce 1KB acks=all",
             Box::new(|| {
                 run_produce(&ProduceArgs {
-                    common: common("suite-1k-all"),
+                    common: common(SUITE_TOPIC),
                     load: load("1024", -1),
                 })
             }),
@@ -770,7 +773,7 @@ fn run_suite(a: &SuiteArgs) -> Result<()> {
             "consume 1KB",
             Box::new(|| {
                 run_consume(&ConsumeArgs {
-                    common: common("suite-1k"),
+                    common: common(SUITE_TOPIC),
                     load: load("1024", 1),
                     consumers: 1,
                     from_latest: false,
@@ -790,7 +793,7 @@ fn run_suite(a: &SuiteArgs) -> Result<()> {
                 l.producers = 1;
                 l.batch_bytes = 16384;
                 run_e2e(&E2eArgs {
-                    common: common("suite-e2e"),
+                    common: common(SUITE_TOPIC),
                     load: l,
                     verify: true,
                     timeout_secs: 10.0,
@@ -850,5 +853,130 @@ fn run_suite(a: &SuiteArgs) -> Result<()> {
             "{} suite step(s) failed",
             failures.len()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::client::fake_broker::{FakeBroker, FakeConfig};
+
+    #[derive(Parser)]
+    struct TestCli {
+        #[command(subcommand)]
+        command: BenchCommand,
+    }
+
+    fn parse(args: &[&str]) -> BenchCommand {
+        let mut v = vec!["gregor-bench"];
+        v.extend_from_slice(args);
+        TestCli::parse_from(v).command
+    }
+
+    fn fake(fail: Option<(usize, i16)>) -> FakeBroker {
+        FakeBroker::start(FakeConfig {
+            topic: "t".into(),
+            partitions: 2,
+            fail_every_nth_batch: fail,
+        })
+    }
+
+    #[test]
+    fn produce_counts_only_acknowledged_records_and_reports_errors() {
+        // Every 4th batch is refused with NOT_LEADER_OR_FOLLOWER.
+        let broker = fake(Some((4, 6)));
+        let cmd = parse(&[
+            "produce",
+            "--bootstrap",
+            &broker.addr,
+            "--topic",
+            "t",
+            "--messages",
+            "3000",
+            "--size",
+            "100",
+            "--batch-bytes",
+            "2000",
+            "--no-progress",
+            "--executors",
+            "1",
+        ]);
+        let BenchCommand::Produce(a) = cmd else {
+            panic!("parsed the wrong subcommand")
+        };
+        let s = run_produce(&a).unwrap();
+        let stored = (broker.stored_records(0) + broker.stored_records(1)) as u64;
+        assert!(s.errors > 0, "{s:?}");
+        assert_eq!(s.records + s.errors, 3000);
+        assert_eq!(
+            s.records, stored,
+            "only what the broker stored may count as sent"
+        );
+        assert_eq!(s.bytes, stored * 100);
+        let e = check_summary(&s).unwrap_err().to_string();
+        assert!(e.contains("NOT_LEADER_OR_FOLLOWER"), "{e}");
+    }
+
+    #[test]
+    fn produce_to_a_closed_port_fails() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let BenchCommand::Produce(a) = parse(&[
+            "produce",
+            "--bootstrap",
+            &addr,
+            "--messages",
+            "10",
+            "--no-progress",
+        ]) else {
+            panic!("parsed the wrong subcommand")
+        };
+        assert!(run_produce(&a).is_err());
+    }
+
+    #[test]
+    fn open_loop_rate_is_respected_and_e2e_verifies() {
+        let broker = fake(None);
+        let BenchCommand::E2e(a) = parse(&[
+            "e2e",
+            "--bootstrap",
+            &broker.addr,
+            "--topic",
+            "t",
+            "--rate",
+            "2000",
+            "--duration-secs",
+            "1",
+            "--size",
+            "64",
+            "--verify",
+            "--no-progress",
+            "--executors",
+            "1",
+        ]) else {
+            panic!("parsed the wrong subcommand")
+        };
+        let s = run_e2e(&a).unwrap();
+        let v = s.verify.clone().unwrap();
+        assert!(v.ok(), "{v:?}");
+        // Open loop: 2000/s for 1 s, whatever the broker's speed.
+        assert!((1900..=2100).contains(&v.acked), "{v:?}");
+        assert_eq!(v.received, v.acked);
+        assert!(s.latency_ms.p50 > 0.0);
+        check_summary(&s).unwrap();
+    }
+
+    #[test]
+    fn size_ranges_parse() {
+        assert_eq!(parse_size("1024").unwrap(), (1024, 1024));
+        assert_eq!(parse_size("100-1000").unwrap(), (100, 1000));
+        assert!(parse_size("1000-100").is_err());
+        assert!(parse_size("x").is_err());
     }
 }

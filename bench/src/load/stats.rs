@@ -219,6 +219,16 @@ pub fn sample_until_done(
             next_sample += interval;
         }
     }
+    // A last, partial interval, so short runs still have a data point.
+    let now = Instant::now();
+    let dt = now.duration_since(last_t).as_secs_f64();
+    if dt > 0.05 {
+        let r = progress.records.load(Ordering::Relaxed);
+        let b = progress.bytes.load(Ordering::Relaxed);
+        series.t_sec.push(now.duration_since(start).as_secs_f64());
+        series.records_per_sec.push((r - last_r) as f64 / dt);
+        series.mb_per_sec.push((b - last_b) as f64 / 1e6 / dt);
+    }
     bar.finish_and_clear();
     series
 }
