@@ -50,6 +50,10 @@ pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr
             None => break,
             Some(Ok(Some(body))) => body,
             Some(Ok(None)) => break,
+            Some(Err(crate::framing::FrameError::Io(e))) => {
+                tracing::debug!(%peer, error = %e, "connection lost");
+                break;
+            }
             Some(Err(e)) => {
                 tracing::warn!(%peer, error = %e, "closing connection: bad frame");
                 break;

@@ -312,7 +312,8 @@ fn configs_describe_and_alter_live() {
         let req = DescribeConfigsRequest::default().with_resources(vec![
             describe_configs_request::DescribeConfigsResource::default()
                 .with_resource_type(2)
-                .with_resource_name("cfg".into()),
+                .with_resource_name("cfg".into())
+                .with_configuration_keys(None),
         ]);
         let r: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, 4, &req);
         assert_eq!(r.results[0].error_code, 0);
@@ -553,4 +554,48 @@ fn restart_keeps_topics_configs_and_data() {
         let b = batch(&[("k", "after", now_ms())], Compression::None);
         assert_eq!(c.produce("keep", 0, b, -1), (0, 5));
     }
+}
+
+#[test]
+fn init_producer_id_serves_idempotent_producers_only() {
+    let broker = Broker::start(&[]);
+    let mut c = broker.client();
+    let mut ids = Vec::new();
+    for version in [0, 2, 4] {
+        let r: InitProducerIdResponse = c.call(
+            ApiKey::InitProducerId,
+            version,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000),
+        );
+        assert_eq!(r.error_code, 0);
+        assert!(r.producer_id.0 >= 0);
+        assert_eq!(r.producer_epoch, 0);
+        ids.push(r.producer_id.0);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "ids are unique: {ids:?}");
+    // Epoch bump (v3+) keeps the id.
+    let r: InitProducerIdResponse = c.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_producer_id(ProducerId(ids[0]))
+            .with_producer_epoch(0),
+    );
+    assert_eq!(
+        (r.error_code, r.producer_id.0, r.producer_epoch),
+        (0, ids[0], 1)
+    );
+    let r: InitProducerIdResponse = c.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default().with_transactional_id(Some(TransactionalId("tx".into()))),
+    );
+    assert_eq!(
+        r.error_code,
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
 }

@@ -73,11 +73,9 @@ pub async fn handle(
         .into_iter()
         .map(|resource| {
             let name = resource.resource_name.to_string();
-            // Null asks for every config; so does an empty list (lenient: some clients
-            // send [] for "all").
+            // Null asks for every config; an empty list for none (Kafka's semantics).
             let keys: Option<Vec<String>> = resource
                 .configuration_keys
-                .filter(|k| !k.is_empty())
                 .map(|k| k.into_iter().map(|s| s.to_string()).collect());
             let wanted = |n: &str| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == n));
             let base = DescribeConfigsResult::default()
