@@ -10,6 +10,7 @@
 //! [`service`]/[`partition_ops`] on the owning core → [`log`] (the storage engine).
 
 pub mod admin;
+pub mod alloc;
 pub mod config;
 pub mod connection;
 pub mod cores;

@@ -3,6 +3,10 @@
 
 mod common;
 
+// As in the `gregor` binary: hostile array lengths must not abort the process.
+#[global_allocator]
+static ALLOCATOR: gregor_net::alloc::GuardedAlloc = gregor_net::alloc::GuardedAlloc;
+
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -509,6 +513,26 @@ fn hostile_frames_close_only_that_connection() {
     let mut negative = broker.client();
     negative.stream.write_all(&(-5i32).to_be_bytes()).unwrap();
     assert!(negative.is_closed());
+
+    // Huge declared array lengths (non-flexible i32 and flexible varint) in a tiny frame:
+    // kafka-protocol reserves capacity for them before reading; the process must survive.
+    let mut hostile: Vec<Vec<u8>> = Vec::new();
+    let mut m8 = vec![0, 3, 0, 8, 0, 0, 0, 9, 0xff, 0xff];
+    m8.extend_from_slice(&0x7fff_ffffi32.to_be_bytes());
+    hostile.push(m8);
+    hostile.push(vec![
+        0, 3, 0, 12, 0, 0, 0, 9, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f,
+    ]);
+    let mut p9 = vec![
+        0, 0, 0, 9, 0, 0, 0, 9, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0x03, 0xe8,
+    ];
+    p9.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x07]);
+    hostile.push(p9);
+    for raw in hostile {
+        let mut bad = broker.client();
+        bad.send_raw(&raw);
+        assert!(bad.is_closed());
+    }
 
     // The well-behaved client never noticed.
     let b = batch(&[("k", "v", now_ms())], Compression::None);

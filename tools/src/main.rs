@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Keeps hostile Kafka requests (huge declared array lengths) from aborting the broker.
+#[global_allocator]
+static ALLOCATOR: gregor_net::alloc::GuardedAlloc = gregor_net::alloc::GuardedAlloc;
+
 mod bench;
 mod broker;
 mod consume;
