@@ -11,8 +11,20 @@ from confluent_kafka.admin import AdminClient, NewTopic
 CLIENT_TIMEOUT_S = 30
 
 
+_admins = {}
+
+
 def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
+    """One AdminClient per broker address, kept alive: librdkafka fails a pending request with
+    _DESTROY if its client handle is garbage-collected before the future resolves."""
+    if bootstrap not in _admins:
+        _admins[bootstrap] = AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
+    return _admins[bootstrap]
+
+
+def forget_broker(bootstrap: str) -> None:
+    """Drops the cached AdminClient of a broker that is going away, so it stops reconnecting."""
+    _admins.pop(bootstrap, None)
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, config=None) -> None:

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from clients import forget_broker
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
@@ -109,8 +110,9 @@ def broker_factory(tmp_path, request):
 
     yield make
     for b in brokers:
+        forget_broker(b.bootstrap)
         b.kill()
-        if request.node.rep_call_failed if hasattr(request.node, "rep_call_failed") else False:
+        if getattr(request.node, "rep_call_failed", False):
             print(f"--- broker log {b.log_path} ---\n{b.log_text()[-20000:]}")
 
 

@@ -170,7 +170,8 @@ def test_message_too_large_is_refused_with_kafka_error(broker, topic_name):
 def test_restart_reads_everything_back(broker, topic_name):
     create_topic(broker.bootstrap, topic_name, partitions=3, config={"segment.bytes": "65536"})
     msgs = [(b"k%d" % i, b"v%d-" % i * 30, None, None) for i in range(3000)]
-    produce_all(producer(broker.bootstrap, acks="all"), topic_name, msgs)
+    # Batches stay under segment.bytes: a larger one is refused (RECORD_LIST_TOO_LARGE), as in Kafka.
+    produce_all(producer(broker.bootstrap, acks="all", **{"batch.size": 16384}), topic_name, msgs)
     broker.restart()
     got = consume_assigned(broker.bootstrap, topic_name, [0, 1, 2], 3000)
     assert sorted(m.value() for m in got) == sorted(v for (_, v, _, _) in msgs)

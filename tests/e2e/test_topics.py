@@ -40,8 +40,8 @@ def test_create_errors(broker, topic_name):
     b = broker.bootstrap
     create_topic(b, topic_name)
     assert create_error(b, NewTopic(topic_name, 1, 1)) == KafkaError.TOPIC_ALREADY_EXISTS
-    assert create_error(b, NewTopic("bad/name", 1, 1)) == KafkaError.INVALID_TOPIC_EXCEPTION
-    assert create_error(b, NewTopic("x" * 250, 1, 1)) == KafkaError.INVALID_TOPIC_EXCEPTION
+    assert create_error(b, NewTopic("bad/name", 1, 1)) == KafkaError.TOPIC_EXCEPTION
+    assert create_error(b, NewTopic("x" * 250, 1, 1)) == KafkaError.TOPIC_EXCEPTION
     assert create_error(b, NewTopic(topic_name + "-z", 0, 1)) == KafkaError.INVALID_PARTITIONS
     assert create_error(b, NewTopic(topic_name + "-r", 1, 3)) == KafkaError.INVALID_REPLICATION_FACTOR
     assert (
