@@ -66,6 +66,57 @@ fn bench_append(c: &mut Criterion) {
     group.finish();
 }
 
+/// 16 producers appending to one log at once: the engine groups their requests into shared
+/// writes (Dma) where one producer pays a full O_DIRECT write per append.
+fn bench_append_concurrent(c: &mut Criterion) {
+    let ex = LocalExecutor::default();
+    let mut group = c.benchmark_group("append_16_producers");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3));
+    let producers = 16u64;
+    for backend in [BackendKind::Std, BackendKind::Dma] {
+        let batch = make_batch(10);
+        group.throughput(Throughput::Bytes(batch.len() as u64));
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let log = std::rc::Rc::new(
+            on(
+                &ex,
+                backend,
+                Log::open(tmp.path().join("p"), LogConfig::default(), backend),
+            )
+            .unwrap(),
+        );
+        group.bench_with_input(
+            BenchmarkId::new(format!("{backend:?}"), batch.len()),
+            &batch,
+            |b, batch| {
+                b.iter_custom(|iters| {
+                    let per_task = iters.div_ceil(producers);
+                    ex.run(async {
+                        let start = Instant::now();
+                        let tasks: Vec<_> = (0..producers)
+                            .map(|_| {
+                                let (log, batch) = (log.clone(), batch.clone());
+                                glommio::spawn_local(async move {
+                                    for _ in 0..per_task {
+                                        log.append(batch.clone(), 0, 1).await.unwrap();
+                                    }
+                                })
+                            })
+                            .collect();
+                        for t in tasks {
+                            t.await;
+                        }
+                        start.elapsed()
+                    })
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
 fn bench_read(c: &mut Criterion) {
     let ex = LocalExecutor::default();
     let mut group = c.benchmark_group("read");
@@ -156,5 +207,11 @@ fn bench_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_append, bench_read, bench_lookup);
+criterion_group!(
+    benches,
+    bench_append,
+    bench_append_concurrent,
+    bench_read,
+    bench_lookup
+);
 criterion_main!(benches);

@@ -289,7 +289,8 @@ impl Log {
             slot: &slot,
         };
         let guard = self.write_lock.lock().await;
-        while slot.result.borrow().is_none() {
+        // Every request queued before ours is written before ours; usually a single group.
+        while slot.result.borrow().is_none() && !self.pending.borrow().is_empty() {
             self.write_pending_group(&config).await;
         }
         drop(guard);

@@ -26,6 +26,20 @@ where
     drop(tmp);
 }
 
+/// Run `body` inside a glommio executor whatever the backend (for tests that spawn tasks).
+pub fn run_in_glommio<F, Fut>(backend: BackendKind, body: F)
+where
+    F: FnOnce(BackendKind, PathBuf) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("topic-0");
+    let handle = glommio::LocalExecutorBuilder::default()
+        .spawn(move || body(backend, dir))
+        .expect("spawn glommio executor");
+    handle.join().expect("glommio executor panicked");
+}
+
 /// Generate `std` and `dma` test functions running the same async body.
 #[macro_export]
 macro_rules! both_backends {
