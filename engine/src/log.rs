@@ -596,10 +596,12 @@ impl Log {
         self.high_watermark.get()
     }
 
-    /// Set the high watermark, clamped to `[log_start, log_end]`.
+    /// Advance the high watermark to `hw`, clamped to `[log_start, log_end]`. It never moves
+    /// backwards here (only `truncate_to` lowers it), so concurrent produce tasks finishing
+    /// out of order cannot make consumers see it shrink.
     pub fn set_high_watermark(&self, hw: i64) {
-        self.high_watermark
-            .set(hw.clamp(self.log_start.get(), self.log_end.get()));
+        let hw = hw.clamp(self.log_start.get(), self.log_end.get());
+        self.high_watermark.set(self.high_watermark.get().max(hw));
     }
 
     /// For ListOffsets by timestamp: the first record with timestamp >= `timestamp_ms`, as

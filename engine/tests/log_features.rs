@@ -131,7 +131,15 @@ async fn delete_records(backend: BackendKind, dir: PathBuf) {
     let log = Log::open(&dir, small_config(), backend).await.unwrap();
     fill(&log, 300, 0, 1000).await;
     let leo = log.log_end_offset();
+    log.truncate_to(leo).await.unwrap(); // no-op
+    assert_eq!(
+        log.high_watermark(),
+        0,
+        "open sets it to the log end, which was 0"
+    );
     log.set_high_watermark(500);
+    log.set_high_watermark(400);
+    assert_eq!(log.high_watermark(), 500, "never moves backwards");
     let e = log.delete_records_before(501).await.unwrap_err();
     assert!(matches!(e, LogError::OffsetOutOfRange { .. }));
     assert_eq!(log.delete_records_before(250).await.unwrap(), 250);
@@ -417,3 +425,41 @@ async fn cancelled_append_is_withdrawn(backend: BackendKind, dir: PathBuf) {
 }
 
 both_backends!(cancelled_append_is_withdrawn);
+
+async fn clean_shutdown_marker_and_preallocation(backend: BackendKind, dir: PathBuf) {
+    let config = LogConfig {
+        preallocate: true,
+        segment_bytes: 1 << 20,
+        ..LogConfig::default()
+    };
+    let log = Log::open(&dir, config.clone(), backend).await.unwrap();
+    fill(&log, 10, 0, 1).await;
+    let marker = dir.join(gregor_engine::CLEAN_SHUTDOWN_FILE);
+    assert!(!marker.exists());
+    let seg = dir.join(gregor_engine::segment_file_name(0));
+    if backend == BackendKind::Dma {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&seg).unwrap();
+        assert!(
+            meta.blocks() * 512 >= 1 << 20,
+            "preallocated: {} blocks",
+            meta.blocks()
+        );
+        assert!(meta.len() < 1 << 20, "preallocation keeps the size");
+    }
+    log.close().await.unwrap();
+    assert!(marker.exists());
+    // After close the .log holds exactly the data (O_DIRECT padding and preallocation cut).
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), log.size_bytes());
+    assert!(
+        log.append(Bytes::from(batch(1, 1, "z")), 0, 1)
+            .await
+            .is_err(),
+        "closed"
+    );
+    let log = Log::open(&dir, config, backend).await.unwrap();
+    assert!(!marker.exists(), "open consumes the marker");
+    assert_eq!(log.log_end_offset(), 30);
+}
+
+both_backends!(clean_shutdown_marker_and_preallocation);
