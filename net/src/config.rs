@@ -295,12 +295,14 @@ impl ConfigBuilder {
     }
 
     /// Applies `GREGOR_*` variables: `GREGOR_LOG_RETENTION_MS` sets `log.retention.ms`.
-    /// `GREGOR_LOG` (the tracing filter read by the CLI) maps to `log.level`. Variables that
-    /// match no setting are errors, so a typo does not pass silently.
-    pub fn apply_env<I>(&mut self, vars: I) -> Result<(), ConfigError>
+    /// `GREGOR_LOG` (the tracing filter read by the CLI) maps to `log.level`. Other tools
+    /// share the `GREGOR_` prefix (`GREGOR_BIN`, ...), so variables that match no setting are
+    /// skipped and returned, for the caller to mention in its log.
+    pub fn apply_env<I>(&mut self, vars: I) -> Result<Vec<String>, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
+        let mut ignored = Vec::new();
         for (var, value) in vars {
             let Some(rest) = var.strip_prefix("GREGOR_") else {
                 continue;
@@ -310,18 +312,12 @@ impl ConfigBuilder {
                 continue;
             }
             let wanted = rest.to_ascii_lowercase();
-            let spec = SETTINGS.iter().find(|s| s.name.replace('.', "_") == wanted);
-            match spec {
+            match SETTINGS.iter().find(|s| s.name.replace('.', "_") == wanted) {
                 Some(spec) => self.set(spec.name, &value, &origin_env(&var))?,
-                None => {
-                    return Err(ConfigError::Unknown {
-                        name: wanted.replace('_', "."),
-                        origin: origin_env(&var),
-                    });
-                }
+                None => ignored.push(var),
             }
         }
-        Ok(())
+        Ok(ignored)
     }
 
     /// Validates and builds the configuration.
@@ -525,9 +521,15 @@ mod tests {
             b.apply_toml("no.such = 1", Path::new("x")),
             Err(ConfigError::Unknown { .. })
         ));
+        assert_eq!(
+            b.apply_env(vec![("GREGOR_BIN".to_string(), "/x".to_string())])
+                .unwrap(),
+            vec!["GREGOR_BIN".to_string()]
+        );
         assert!(matches!(
-            b.apply_env(vec![("GREGOR_BOGUS".to_string(), "1".to_string())]),
-            Err(ConfigError::Unknown { .. })
+            b.apply_env(vec![("GREGOR_NUM_PARTITIONS".to_string(), "x".to_string())])
+                .and_then(|_| b.build()),
+            Err(ConfigError::Invalid { .. })
         ));
         let mut b = ConfigBuilder::new();
         b.set("num.partitions", "0", "flag").unwrap();

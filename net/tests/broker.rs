@@ -336,6 +336,12 @@ fn configs_describe_and_alter_live() {
     let entries = describe(&mut c);
     let retention = entries.iter().find(|e| e.0 == "retention.ms").unwrap();
     assert_eq!((retention.1.as_str(), retention.2), ("3600000", 4));
+    let segment = entries.iter().find(|e| e.0 == "segment.bytes").unwrap();
+    assert_eq!(
+        (segment.1.as_str(), segment.2),
+        ("1073741824", 5),
+        "built-in default"
+    );
     let alter = |name: &str, value: &str| {
         IncrementalAlterConfigsRequest::default().with_resources(vec![
             incremental_alter_configs_request::AlterConfigsResource::default()

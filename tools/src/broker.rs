@@ -43,12 +43,13 @@ fn init_tracing(filter: &str) {
         .init();
 }
 
-fn build_config(args: &BrokerArgs) -> Result<gregor_net::BrokerConfig, String> {
+/// The configuration, and the `GREGOR_*` environment variables that named no setting.
+fn build_config(args: &BrokerArgs) -> Result<(gregor_net::BrokerConfig, Vec<String>), String> {
     let mut builder = ConfigBuilder::new();
     if let Some(path) = &args.config {
         builder.apply_toml_file(path).map_err(|e| e.to_string())?;
     }
-    builder
+    let ignored = builder
         .apply_env(std::env::vars())
         .map_err(|e| e.to_string())?;
     let mut flags: Vec<(String, String)> = Vec::new();
@@ -78,11 +79,12 @@ fn build_config(args: &BrokerArgs) -> Result<gregor_net::BrokerConfig, String> {
             .set(&k, &v, "command line")
             .map_err(|e| e.to_string())?;
     }
-    builder.build().map_err(|e| e.to_string())
+    let config = builder.build().map_err(|e| e.to_string())?;
+    Ok((config, ignored))
 }
 
 pub fn run(args: BrokerArgs) -> ExitCode {
-    let config = match build_config(&args) {
+    let (config, ignored_env) = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("gregor broker: {e}");
@@ -90,6 +92,9 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         }
     };
     init_tracing(&config.log_level);
+    if !ignored_env.is_empty() {
+        tracing::debug!(vars = ?ignored_env, "GREGOR_* environment variables that are not broker settings");
+    }
     match gregor_net::run_until_signal(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

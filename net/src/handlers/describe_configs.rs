@@ -35,6 +35,17 @@ fn config_type(name: &str) -> i8 {
     }
 }
 
+/// The built-in default of a topic config (that of its broker setting).
+fn builtin_default(topic_name: &str) -> Option<&'static str> {
+    let (broker_name, _) = topic_config::BROKER_DEFAULT_NAMES
+        .iter()
+        .find(|(_, t)| *t == topic_name)?;
+    crate::config::SETTINGS
+        .iter()
+        .find(|s| s.name == *broker_name)
+        .map(|s| s.default)
+}
+
 /// (name, effective value, source) of every topic config.
 pub fn topic_entries(
     ctx: &CoreContext,
@@ -45,15 +56,14 @@ pub fn topic_entries(
         .filter_map(|name| {
             let (value, is_default) =
                 topic_config::effective_value(name, overrides, &ctx.config.topic_defaults)?;
+            // A broker default counts as "static broker config" only when the operator set
+            // it to something other than the built-in value, as Kafka reports it.
             let source = if !is_default {
                 SOURCE_DYNAMIC_TOPIC
-            } else if topic_config::FIXED_TOPIC_CONFIGS
-                .iter()
-                .any(|(n, _)| *n == name)
-            {
-                SOURCE_DEFAULT
-            } else {
+            } else if builtin_default(name).is_some_and(|d| d != value) {
                 SOURCE_STATIC_BROKER
+            } else {
+                SOURCE_DEFAULT
             };
             Some((name, value, source))
         })
