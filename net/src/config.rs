@@ -128,6 +128,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "Largest request frame accepted; a longer one closes the connection.",
     },
     SettingSpec {
+        name: "queued.max.request.bytes",
+        kafka_name: "queued.max.request.bytes",
+        default: "268435456",
+        doc: "Request bytes a core buffers at once; readers wait for room (at least socket.request.max.bytes).",
+    },
+    SettingSpec {
         name: "fetch.max.bytes",
         kafka_name: "fetch.max.bytes",
         default: "57671680",
@@ -224,6 +230,8 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// Largest request frame accepted.
     pub socket_request_max_bytes: usize,
+    /// Request bytes one core buffers at once.
+    pub queued_max_request_bytes: usize,
     /// Cap on a Fetch response's record bytes.
     pub fetch_max_bytes: usize,
     /// Interval between retention passes.
@@ -355,6 +363,10 @@ impl ConfigBuilder {
                 "must be between 64 and 2147483647",
             ));
         }
+        // Raised to one largest request if set lower, so every valid request can be read.
+        let queued_max_request_bytes: usize =
+            parse_num::<usize>("queued.max.request.bytes", &get("queued.max.request.bytes"))?
+                .max(socket_request_max_bytes);
         let fetch_max_bytes: usize = parse_num("fetch.max.bytes", &get("fetch.max.bytes"))?;
         if fetch_max_bytes == 0 || fetch_max_bytes > i32::MAX as usize {
             return Err(invalid(
@@ -392,6 +404,7 @@ impl ConfigBuilder {
             )?,
             num_partitions,
             socket_request_max_bytes,
+            queued_max_request_bytes,
             fetch_max_bytes,
             retention_check_interval_ms: parse_num(
                 "log.retention.check.interval.ms",
@@ -492,6 +505,14 @@ mod tests {
         assert_eq!(c.storage_backend, StorageBackend::Dma);
         assert_eq!(c.topic_defaults["retention.ms"], "604800000");
         assert_eq!(c.advertised_host, "127.0.0.1");
+        assert_eq!(c.queued_max_request_bytes, 256 << 20);
+        let mut b = ConfigBuilder::new();
+        b.set("queued.max.request.bytes", "10", "flag").unwrap();
+        assert_eq!(
+            b.build().unwrap().queued_max_request_bytes,
+            100 << 20,
+            "raised to socket.request.max.bytes"
+        );
     }
 
     #[test]

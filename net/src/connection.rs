@@ -13,7 +13,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 
 use crate::cores::CoreContext;
-use crate::framing::{read_frame, write_frame};
+use crate::framing::{FrameError, read_frame_body, read_frame_len, write_frame};
 use crate::handlers::{self, Reply, RequestError};
 
 /// Decrements the connection count when the connection task ends, however it ends.
@@ -38,24 +38,37 @@ pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr
         if ctx.draining.get() {
             break;
         }
-        let frame = {
-            let read = async { Some(read_frame(&mut stream, max_bytes).await) };
+        let size = {
+            let read = async { Some(read_frame_len(&mut stream, max_bytes).await) };
             let drain = async {
                 ctx.drain_signal.notified().await;
                 None
             };
             read.or(drain).await
         };
-        let body = match frame {
+        let size = match size {
             None => break,
-            Some(Ok(Some(body))) => body,
+            Some(Ok(Some(size))) => size,
             Some(Ok(None)) => break,
-            Some(Err(crate::framing::FrameError::Io(e))) => {
+            Some(Err(FrameError::Io(e))) => {
                 tracing::debug!(%peer, error = %e, "connection lost");
                 break;
             }
             Some(Err(e)) => {
                 tracing::warn!(%peer, error = %e, "closing connection: bad frame");
+                break;
+            }
+        };
+        // Bound the request bytes buffered on this core (`queued.max.request.bytes`): wait
+        // for room before allocating the body. Held until the request is answered.
+        let _permit = match ctx.request_bytes.acquire_permit(size as u64).await {
+            Ok(permit) => permit,
+            Err(_) => break,
+        };
+        let body = match read_frame_body(&mut stream, size).await {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection lost mid-request");
                 break;
             }
         };

@@ -322,6 +322,8 @@ pub struct CoreContext {
     pub open_connections: Cell<usize>,
     /// Notified when a connection closes.
     pub connection_closed: LocalNotify,
+    /// Budget of request bytes buffered on this core (`queued.max.request.bytes`).
+    pub request_bytes: glommio::sync::Semaphore,
     /// Producer ids handed out by this core so far.
     producer_ids_issued: Cell<i64>,
     /// Wall-clock ms at start-up, the base of this run's producer ids.
@@ -340,6 +342,7 @@ impl CoreContext {
         Self {
             core_id,
             cores,
+            request_bytes: glommio::sync::Semaphore::new(config.queued_max_request_bytes as u64),
             config,
             mesh,
             metadata: RefCell::new(Rc::new(metadata)),

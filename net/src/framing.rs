@@ -32,6 +32,17 @@ pub async fn read_frame<S: AsyncRead + Unpin>(
     stream: &mut S,
     max_bytes: usize,
 ) -> Result<Option<Bytes>, FrameError> {
+    match read_frame_len(stream, max_bytes).await? {
+        Some(size) => read_frame_body(stream, size).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads and checks a frame's length prefix. `Ok(None)`: clean close between frames.
+pub async fn read_frame_len<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max_bytes: usize,
+) -> Result<Option<usize>, FrameError> {
     let mut len_buf = [0u8; 4];
     let mut filled = 0;
     while filled < 4 {
@@ -52,7 +63,15 @@ pub async fn read_frame<S: AsyncRead + Unpin>(
             max_bytes,
         });
     }
-    let mut body = BytesMut::zeroed(size as usize);
+    Ok(Some(size as usize))
+}
+
+/// Reads a frame body of `size` bytes (already checked by [`read_frame_len`]).
+pub async fn read_frame_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    size: usize,
+) -> Result<Bytes, FrameError> {
+    let mut body = BytesMut::zeroed(size);
     stream.read_exact(&mut body).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             FrameError::Truncated
@@ -60,7 +79,7 @@ pub async fn read_frame<S: AsyncRead + Unpin>(
             FrameError::Io(e)
         }
     })?;
-    Ok(Some(body.freeze()))
+    Ok(body.freeze())
 }
 
 /// Writes one already-framed response (length prefix included) and flushes it.
