@@ -340,7 +340,7 @@ pub async fn apply_change(ctx: &Rc<CoreContext>, change: &MetadataChange) {
     image.apply(change);
     match change {
         MetadataChange::CreateTopic { name, meta } => {
-            open_owned(ctx, name, meta, 0..meta.partitions).await;
+            open_owned(ctx, name, meta, 0..meta.partitions, true).await;
             ctx.set_metadata(image);
         }
         MetadataChange::SetPartitions { name, partitions } => {
@@ -351,7 +351,7 @@ pub async fn apply_change(ctx: &Rc<CoreContext>, change: &MetadataChange) {
                 .map(|t| t.partitions)
                 .unwrap_or(0);
             if let Some(meta) = image.topics.get(name).cloned() {
-                open_owned(ctx, name, &meta, old..*partitions).await;
+                open_owned(ctx, name, &meta, old..*partitions, true).await;
             }
             ctx.set_metadata(image);
         }
@@ -376,12 +376,15 @@ pub async fn apply_change(ctx: &Rc<CoreContext>, change: &MetadataChange) {
     }
 }
 
-/// Opens the partitions in `range` of `topic` that this core owns.
+/// Opens the partitions in `range` of `topic` that this core owns. `fresh` partitions are
+/// new: a directory left by an earlier topic of the same name (a crash between persisting a
+/// deletion and removing its files) is removed first, so old records never resurface.
 pub async fn open_owned(
     ctx: &Rc<CoreContext>,
     topic: &str,
     meta: &TopicMeta,
     range: std::ops::Range<i32>,
+    fresh: bool,
 ) {
     let config = TopicConfig::resolve(&meta.configs, &ctx.config.topic_defaults);
     for index in range {
@@ -389,6 +392,13 @@ pub async fn open_owned(
             continue;
         }
         let dir = partition_dir(&ctx.config.data_dir, topic, index);
+        if fresh
+            && dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            tracing::error!(topic, partition = index, error = %e, "cannot remove stale partition directory");
+            continue;
+        }
         match PartitionLog::open(&dir, config.clone(), ctx.config.storage_backend).await {
             Ok(log) => {
                 ctx.registry.insert(Partition {
@@ -409,7 +419,7 @@ pub async fn open_owned(
 pub async fn open_all_owned(ctx: &Rc<CoreContext>) {
     let image = ctx.metadata();
     for (name, meta) in &image.topics {
-        open_owned(ctx, name, meta, 0..meta.partitions).await;
+        open_owned(ctx, name, meta, 0..meta.partitions, false).await;
     }
 }
 

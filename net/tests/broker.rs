@@ -303,7 +303,16 @@ fn topic_admin_errors_are_kafkas() {
         ResponseError::UnknownTopicOrPartition.code()
     );
     assert!(!broker.dir.path().join("t-0").exists());
+    // A stale directory of a deleted topic (crash before its files were removed) must not
+    // come back as data of a new topic with the same name.
+    let stale = broker.dir.path().join("t-0");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("00000000000000000000.log"), [0u8; 100]).unwrap();
     assert_eq!(c.create_topic("t", 1).topics[0].error_code, 0);
+    let len = std::fs::metadata(stale.join("00000000000000000000.log"))
+        .unwrap()
+        .len();
+    assert_eq!(len, 0, "stale segment removed");
     assert_eq!(c.produce("t", 0, b, 1), (0, 0));
 }
 
