@@ -23,7 +23,7 @@ pub const LOG_START_CHECKPOINT_FILE: &str = "log-start-offset";
 
 /// Largest group of queued appends written in one I/O.
 const APPEND_GROUP_BYTES_MAX: u64 = 4 << 20;
-/// Largest read issued for one fetch from one segment (more is returned by later fetches).
+/// Largest read issued for one `read` call beyond its first batch (later calls return more).
 const READ_WINDOW_BYTES_MAX: usize = 8 << 20;
 
 /// One queued produce request.
@@ -447,7 +447,8 @@ impl Log {
 
     /// Whole batches starting with the one containing `offset`, up to `max_bytes` (at least one
     /// whole batch if any exists below `max_offset`, as KIP-74), never a batch whose base offset
-    /// is >= `max_offset` (the broker passes the high watermark). Reading at the log end
+    /// is >= `max_offset` (the broker passes the high watermark). Data comes from one segment
+    /// and at most 8 MiB per call (plus a larger first batch). Reading at the log end
     /// returns no data; below the log start or past the end is `OffsetOutOfRange`.
     pub async fn read(
         &self,
@@ -518,7 +519,8 @@ impl Log {
         if first.base_offset >= limit {
             return Ok(Some(Bytes::new()));
         }
-        let want = (max_bytes as u64)
+        // Bounded per call: a consumer asking for more simply fetches again.
+        let want = (max_bytes.min(READ_WINDOW_BYTES_MAX) as u64)
             .max(first.total_bytes)
             .min(end - position) as usize;
         let buf = match window.get(position, want) {
@@ -527,7 +529,7 @@ impl Log {
         };
         let mut taken = 0usize;
         for (header, bytes) in batch::BatchIter::new(&buf) {
-            if header.base_offset.get() >= limit || (taken > 0 && taken + bytes.len() > max_bytes) {
+            if header.base_offset.get() >= limit || (taken > 0 && taken + bytes.len() > want) {
                 break;
             }
             taken += bytes.len();
