@@ -207,7 +207,7 @@ pub struct SuiteArgs {
     #[arg(long, default_value = "./data")]
     data_dir: std::path::PathBuf,
     /// Records per produce/consume test.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 500_000)]
     messages: u64,
     /// Target rate of the e2e test.
     #[arg(long, default_value_t = 20_000.0)]
@@ -358,27 +358,29 @@ fn settings_json(common: &CommonArgs, load: &LoadArgs, partitions: i32) -> serde
     })
 }
 
-/// Runs `work` on a helper thread while this thread samples progress; returns its result and
-/// the throughput series.
+/// Runs `work` on a helper thread while this thread samples progress; returns its result, the
+/// throughput series, and when the work finished (taken on the worker, so the sampler's tick
+/// does not round the measured duration).
 fn with_sampler<T: Send + 'static>(
     progress: &Arc<Progress>,
     label: &str,
     expected: Option<u64>,
     show_bar: bool,
     work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<(T, stats::Series)> {
+) -> Result<(T, stats::Series, Instant)> {
     let p = progress.clone();
     let h = std::thread::spawn(move || {
         let r = work();
+        let finished_at = Instant::now();
         p.done.store(true, Ordering::Release);
-        r
+        r.map(|r| (r, finished_at))
     });
     let series =
         stats::sample_until_done(progress, Duration::from_secs(1), label, expected, show_bar);
-    let r = h
+    let (r, finished_at) = h
         .join()
         .map_err(|_| ClientError::Invalid("load thread panicked".into()))??;
-    Ok((r, series))
+    Ok((r, series, finished_at))
 }
 
 fn run_produce(a: &ProduceArgs) -> Result<Summary> {
@@ -392,14 +394,13 @@ fn run_produce(a: &ProduceArgs) -> Result<Summary> {
     };
     let s2 = spec.clone();
     let p2 = progress.clone();
-    let (r, series) = with_sampler(
+    let (r, series, end) = with_sampler(
         &progress,
         "produce",
         spec.messages,
         !a.common.no_progress,
         move || workload::run_producers(&s2, &p2, clock),
     )?;
-    let end = Instant::now();
     let mut s = Summary {
         mode: "produce".into(),
         records: r.records,
@@ -492,7 +493,7 @@ fn run_consume(a: &ConsumeArgs) -> Result<Summary> {
         measure_from: start + Duration::from_secs_f64(a.load.warmup_secs),
     };
     let p2 = progress.clone();
-    let (r, series) = with_sampler(
+    let (r, series, _) = with_sampler(
         &progress,
         "consume",
         Some(messages),
@@ -589,22 +590,33 @@ fn run_e2e(a: &E2eArgs) -> Result<Summary> {
     };
     let (pp, cp) = (prod_progress.clone(), cons_progress.clone());
     let expected = pspec.messages;
-    let (both, series) = with_sampler(
+    let (both, series, _) = with_sampler(
         &cons_progress,
         "e2e",
         expected,
         !a.common.no_progress,
         move || {
-            let consumer = std::thread::spawn(move || workload::run_consumers(&cspec, &cp, clock));
+            let cp2 = cp.clone();
+            let consumer = std::thread::spawn(move || workload::run_consumers(&cspec, &cp2, clock));
+            // Producers start once the consumer is fetching, so consumer start-up does not
+            // show up as end-to-end latency.
+            let ready_by = Instant::now() + Duration::from_secs(30);
+            while cp.ready.load(Ordering::Acquire) == 0 && !consumer.is_finished() {
+                if Instant::now() > ready_by {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let producers_started = Instant::now();
             let produced = workload::run_producers(&pspec, &pp, clock);
             pp.done.store(true, Ordering::Release);
             let consumed = consumer
                 .join()
                 .map_err(|_| ClientError::Invalid("consumer thread panicked".into()))?;
-            Ok((produced?, consumed?))
+            Ok((produced?, consumed?, producers_started))
         },
     )?;
-    let (p, c) = both;
+    let (p, c, producers_started) = both;
     let end = c.last_at.unwrap_or_else(Instant::now);
     let mut acked = Vec::new();
     for (id, set) in p.acked {
@@ -621,7 +633,7 @@ fn run_e2e(a: &E2eArgs) -> Result<Summary> {
         errors: p.errors,
         bytes: c.bytes,
         duration_sec: end
-            .saturating_duration_since(clock.measure_from)
+            .saturating_duration_since(clock.measure_from.max(producers_started))
             .as_secs_f64(),
         latency_ms: LatencyMs::from_histogram(&c.hist),
         target_rate: a.load.rate,
@@ -827,9 +839,23 @@ fn run_suite(a: &SuiteArgs) -> Result<()> {
     }
     for (name, s) in &rows {
         let l = &s.latency_ms;
+        let ms = |v: f64| {
+            if l.max > 0.0 {
+                format!("{v:.3}")
+            } else {
+                "-".to_string()
+            }
+        };
         println!(
-            "{:<22} {:>12.0} {:>10.2} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>7}",
-            name, s.records_per_sec, s.mb_per_sec, l.p50, l.p99, l.p999, l.max, s.errors
+            "{:<22} {:>12.0} {:>10.2} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            name,
+            s.records_per_sec,
+            s.mb_per_sec,
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.p999),
+            ms(l.max),
+            s.errors
         );
     }
     if a.json {

@@ -25,6 +25,8 @@ pub struct Progress {
     pub errors: AtomicU64,
     /// Set when the load generators are done.
     pub done: AtomicBool,
+    /// Consumers that have their partitions assigned and are fetching.
+    pub ready: AtomicU64,
 }
 
 impl Progress {

@@ -554,6 +554,7 @@ async fn consumer_task(
         }
         None => consumer.assign(&partitions, spec.start).await?,
     }
+    progress.ready.fetch_add(1, Ordering::Release);
     let mut r = ConsumeResult {
         hist: new_histogram(),
         records: 0,
