@@ -164,24 +164,31 @@ fn long_poll_fetch_wakes_on_produce() {
         start.elapsed()
     );
     assert!(decode(&data.records).is_empty());
-    // A produce on another connection wakes a waiting fetch long before its 10 s deadline.
+    // A produce on another connection wakes a waiting fetch long before its 10 s deadline,
+    // for every partition: they are spread over both cores, so this covers waits on the
+    // connection's own core and on the other one.
     let addr = broker.addr;
-    let producer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        let mut p = Client::connect(addr);
-        p.produce(
-            "lp",
-            3,
-            batch(&[("k", "late", now_ms())], Compression::None),
-            1,
-        )
-    });
-    let start = Instant::now();
-    let data = c.fetch(12, "lp", id, 3, 0, 10_000, 1);
-    let waited = start.elapsed();
-    assert_eq!(producer.join().unwrap().0, 0);
-    assert_eq!(decode(&data.records)[0].2, "late");
-    assert!(waited < Duration::from_secs(5), "fetch waited {waited:?}");
+    for p in 0..4 {
+        let producer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut pc = Client::connect(addr);
+            pc.produce(
+                "lp",
+                p,
+                batch(&[("k", "late", now_ms())], Compression::None),
+                1,
+            )
+        });
+        let start = Instant::now();
+        let data = c.fetch(12, "lp", id, p, 0, 10_000, 1);
+        let waited = start.elapsed();
+        assert_eq!(producer.join().unwrap().0, 0);
+        assert_eq!(decode(&data.records)[0].2, "late");
+        assert!(
+            waited < Duration::from_secs(5),
+            "partition {p}: fetch waited {waited:?}"
+        );
+    }
 }
 
 #[test]
@@ -636,5 +643,65 @@ fn init_producer_id_serves_idempotent_producers_only() {
     assert_eq!(
         r.error_code,
         ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
+}
+
+#[test]
+fn multi_partition_fetch_keeps_request_order_and_max_bytes() {
+    let broker = Broker::start(&[]);
+    let mut c = broker.client();
+    assert_eq!(c.create_topic("mp", 6).topics[0].error_code, 0);
+    for p in 0..6 {
+        let v = format!("p{p}");
+        let b = batch(&[("k", &v, now_ms())], Compression::None);
+        assert_eq!(c.produce("mp", p, b, 1), (0, 0));
+    }
+    let fetch = |c: &mut Client, order: &[i32], max_bytes: i32| -> FetchResponse {
+        let partitions = order
+            .iter()
+            .map(|&p| {
+                fetch_request::FetchPartition::default()
+                    .with_partition(p)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)
+            })
+            .collect();
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(max_bytes)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                fetch_request::FetchTopic::default()
+                    .with_topic(topic("mp"))
+                    .with_partitions(partitions),
+            ]);
+        c.call(ApiKey::Fetch, 11, &request)
+    };
+    let order = [5, 0, 3, 1, 4, 2];
+    let r = fetch(&mut c, &order, 50 << 20);
+    let parts = &r.responses[0].partitions;
+    assert_eq!(
+        parts.iter().map(|p| p.partition_index).collect::<Vec<_>>(),
+        order
+    );
+    for p in parts {
+        assert_eq!(p.high_watermark, 1);
+        assert_eq!(decode(&p.records)[0].2, format!("p{}", p.partition_index));
+    }
+    // max_bytes 1: only the first partition's batch (KIP-74), the rest empty but with offsets.
+    let r = fetch(&mut c, &order, 1);
+    let parts = &r.responses[0].partitions;
+    let with_data: Vec<i32> = parts
+        .iter()
+        .filter(|p| !decode(&p.records).is_empty())
+        .map(|p| p.partition_index)
+        .collect();
+    assert_eq!(with_data, vec![5]);
+    assert!(
+        parts
+            .iter()
+            .all(|p| p.high_watermark == 1 && p.error_code == 0)
     );
 }
