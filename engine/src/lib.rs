@@ -23,6 +23,8 @@
 //! # });
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod batch;
 mod cache;
 mod config;

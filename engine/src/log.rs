@@ -58,6 +58,31 @@ impl Drop for WithdrawOnDrop<'_> {
     }
 }
 
+/// The requests of one append group while their write is in flight. Dropped unfinished
+/// (the writing future was cancelled), it puts them back at the head of the queue, in order.
+struct GroupGuard<'a> {
+    log: &'a Log,
+    members: Vec<(Rc<AppendSlot>, AppendRequest)>,
+}
+
+impl GroupGuard<'_> {
+    fn finish(&mut self, mut verdict: impl FnMut(&AppendRequest) -> Result<AppendInfo, LogError>) {
+        for (slot, request) in self.members.drain(..) {
+            *slot.result.borrow_mut() = Some(verdict(&request));
+        }
+    }
+}
+
+impl Drop for GroupGuard<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.log.pending.borrow_mut();
+        for (slot, request) in self.members.drain(..).rev() {
+            *slot.request.borrow_mut() = Some(request);
+            pending.push_front(slot);
+        }
+    }
+}
+
 /// Result of a successful [`Log::append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -171,6 +196,20 @@ impl Log {
             others.push(name);
         }
         bases.sort_unstable();
+        // An empty segment before the last holds nothing and would wrongly bound its
+        // predecessor's offsets (left by a roll cancelled or crashed mid-create).
+        let last_base = bases.last().copied();
+        bases.retain(|&base| {
+            let path = dir.join(file_name(base, "log"));
+            let empty = std::fs::metadata(&path).is_ok_and(|m| m.len() == 0);
+            if empty && Some(base) != last_base {
+                for ext in ["log", "index", "timeindex"] {
+                    let _ = std::fs::remove_file(dir.join(file_name(base, ext)));
+                }
+                return false;
+            }
+            true
+        });
         for name in others {
             // Indexes without a log, and leftovers of interrupted renames, are garbage.
             let orphan_index = ["index", "timeindex"].iter().any(|ext| {
@@ -314,20 +353,26 @@ impl Log {
         let Some(first_request) = first.request.borrow_mut().take() else {
             return;
         };
-        if self.closed.get() {
-            *first.result.borrow_mut() = Some(Err(LogError::Closed));
-            return;
-        }
         let first_last_offset = self.log_end.get() + first_request.record_count - 1;
         let first_bytes = first_request.records.len() as u64;
-        if self.should_roll(first_bytes, first_last_offset, first_request.now_ms, config)
-            && let Err(e) = self.roll(first_request.now_ms, config).await
+        let first_now_ms = first_request.now_ms;
+        // From here on the taken requests belong to the guard: if this future is cancelled
+        // mid-I/O, they go back to the queue for the next lock holder.
+        let mut group = GroupGuard {
+            log: self,
+            members: vec![(first, first_request)],
+        };
+        if self.closed.get() {
+            group.finish(|_| Err(LogError::Closed));
+            return;
+        }
+        if self.should_roll(first_bytes, first_last_offset, first_now_ms, config)
+            && let Err(e) = self.roll(first_now_ms, config).await
         {
-            *first.result.borrow_mut() = Some(Err(e));
+            group.finish(|_| Err(e.duplicate()));
             return;
         }
         // Gather followers that fit in the active segment without another roll.
-        let mut group = vec![(first, first_request)];
         {
             let active = self.active();
             let m = active.meta.borrow();
@@ -358,13 +403,13 @@ impl Log {
                 };
                 bytes += len;
                 last_offset += count;
-                group.push((slot, request));
+                group.members.push((slot, request));
             }
         }
         let log_append_time = config.timestamp_type == TimestampType::LogAppendTime;
         let mut offset = self.log_end.get();
-        let mut parts = Vec::with_capacity(group.len());
-        for (_, r) in &group {
+        let mut parts = Vec::with_capacity(group.members.len());
+        for (_, r) in &group.members {
             parts.push(AppendPart {
                 records: &r.records,
                 infos: &r.infos,
@@ -374,7 +419,12 @@ impl Log {
             });
             offset += r.record_count;
         }
-        let now_ms = group.iter().map(|(_, r)| r.now_ms).max().unwrap_or(0);
+        let now_ms = group
+            .members
+            .iter()
+            .map(|(_, r)| r.now_ms)
+            .max()
+            .unwrap_or(0);
         let written = self
             .active()
             .append(&self.cache, &parts, config.index_interval_bytes, now_ms)
@@ -384,22 +434,20 @@ impl Log {
             Ok(()) => {
                 let mut base_offset = self.log_end.get();
                 self.log_end.set(offset);
-                for (slot, r) in group {
-                    *slot.result.borrow_mut() = Some(Ok(AppendInfo {
+                let log_start = self.log_start.get();
+                group.finish(|r| {
+                    let info = AppendInfo {
                         base_offset,
                         last_offset: base_offset + r.record_count - 1,
                         log_append_time_ms: if log_append_time { r.now_ms } else { -1 },
-                        log_start_offset: self.log_start.get(),
+                        log_start_offset: log_start,
                         record_count: r.record_count as u32,
-                    }));
+                    };
                     base_offset += r.record_count;
-                }
+                    Ok(info)
+                });
             }
-            Err(e) => {
-                for (slot, _) in group {
-                    *slot.result.borrow_mut() = Some(Err(e.duplicate()));
-                }
-            }
+            Err(e) => group.finish(|_| Err(e.duplicate())),
         }
     }
 
@@ -432,16 +480,18 @@ impl Log {
         }
         active.seal().await?;
         let base = self.log_end.get();
-        let seg = Segment::create(&self.dir, base, self.backend, now_ms).await?;
+        let seg = Rc::new(Segment::create(&self.dir, base, self.backend, now_ms).await?);
+        // In the list before the next await: a cancelled roll never leaves an unlisted file
+        // behind (an empty one left by a cancelled create is removed at open).
+        self.segments.borrow_mut().push(seg.clone());
+        // Every sealed segment was fsynced when it was sealed.
+        self.flushed.set(self.flushed.get().max(base));
         if config.preallocate
             && let Err(e) = seg.file.preallocate(config.segment_bytes).await
         {
             tracing::warn!(error = %e, "segment preallocation failed");
         }
         sync_dir(&self.dir)?;
-        self.segments.borrow_mut().push(Rc::new(seg));
-        // Every sealed segment was fsynced when it was sealed.
-        self.flushed.set(self.flushed.get().max(base));
         Ok(())
     }
 

@@ -463,3 +463,45 @@ async fn clean_shutdown_marker_and_preallocation(backend: BackendKind, dir: Path
 }
 
 both_backends!(clean_shutdown_marker_and_preallocation);
+
+async fn cancelled_group_writer_hands_over(backend: BackendKind, dir: PathBuf) {
+    use futures_lite::future;
+    let log = Log::open(&dir, LogConfig::default(), backend)
+        .await
+        .unwrap();
+    let mut f1 = Box::pin(log.append(Bytes::from(batch(1, 1, "a")), 0, 1));
+    if future::poll_once(&mut f1).await.is_some() {
+        return; // Std: synchronous writes, nothing in flight to cancel.
+    }
+    // f1 writes; f2 and f3 queue behind it and will form one group.
+    let mut f2 = Box::pin(log.append(Bytes::from(batch(2, 2, "b")), 0, 1));
+    let mut f3 = Box::pin(log.append(Bytes::from(batch(3, 3, "c")), 0, 1));
+    assert!(future::poll_once(&mut f2).await.is_none());
+    assert!(future::poll_once(&mut f3).await.is_none());
+    f1.await.unwrap();
+    // f2 takes the lock and writes the group {f2, f3}; cancel it mid-I/O.
+    assert!(future::poll_once(&mut f2).await.is_none());
+    drop(f2);
+    let i3 = f3
+        .await
+        .expect("a group member must not inherit the cancelled writer's fate");
+    let r = log.read(0, 1 << 20, i64::MAX).await.unwrap();
+    let ranges: Vec<(i64, i64)> = BatchIter::new(&r.data)
+        .map(|(h, _)| (h.base_offset.get(), h.last_offset()))
+        .collect();
+    // Whether the cancelled request was withdrawn or written, the log is contiguous and ends
+    // with f3's batch.
+    assert_eq!(ranges.last(), Some(&(i3.base_offset, i3.last_offset)));
+    assert!(
+        ranges == vec![(0, 0), (1, 3)] || ranges == vec![(0, 0), (1, 2), (3, 5)],
+        "{ranges:?}"
+    );
+    assert_eq!(log.log_end_offset(), i3.last_offset + 1);
+    drop(log);
+    let log = Log::open(&dir, LogConfig::default(), backend)
+        .await
+        .unwrap();
+    assert_eq!(log.log_end_offset(), i3.last_offset + 1);
+}
+
+both_backends!(cancelled_group_writer_hands_over);
