@@ -83,6 +83,10 @@ pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr
                 }
             }
             Ok(Ok(Reply::None)) => {}
+            Ok(Ok(Reply::Close)) => {
+                tracing::debug!(%peer, "acks=0 produce failed; closing connection");
+                break;
+            }
             Ok(Err(e)) => {
                 tracing::warn!(%peer, error = %e, "closing connection");
                 break;

@@ -499,6 +499,15 @@ fn metadata_auto_creates_and_acks_zero_has_no_response() {
         decode(&c.fetch(16, "auto", id, 1, 0, 1_000, 1).records).len(),
         1
     );
+    // A failed acks=0 produce closes the connection (Kafka's way to make the client notice).
+    let req = produce_request(
+        "auto",
+        7,
+        batch(&[("k", "v", now_ms())], Compression::None),
+        0,
+    );
+    c.send(ApiKey::Produce, 9, &req);
+    assert!(c.is_closed());
 
     let disabled = Broker::start(&[("auto.create.topics.enable", "false")]);
     let mut c = disabled.client();

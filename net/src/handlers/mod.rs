@@ -101,6 +101,8 @@ pub enum Reply {
     Frame(Bytes),
     /// Nothing (Produce with acks=0).
     None,
+    /// Nothing, and close the connection (a failed Produce with acks=0, as Kafka does).
+    Close,
 }
 
 /// Encodes header + body into one length-prefixed frame.
@@ -165,10 +167,11 @@ pub async fn dispatch(
         ApiKey::Produce => {
             let request: ProduceRequest = decode(key, version, &mut body)?;
             match produce::handle(ctx, header, request).await {
-                Some(response) => {
+                produce::Produced::Response(response) => {
                     Reply::Frame(encode_frame(key, version, cid, header_version, &response)?)
                 }
-                None => Reply::None,
+                produce::Produced::Silent => Reply::None,
+                produce::Produced::SilentFailure => Reply::Close,
             }
         }
         ApiKey::Fetch => respond!(FetchRequest, fetch),

@@ -12,12 +12,22 @@ use crate::cores::{CoreContext, CoreReply, CoreRequest, ProducePart, ProducePart
 use crate::join::join_all;
 use crate::routing::{merge, split_by_owner};
 
-/// Answers Produce; `None` for acks=0.
+/// What a Produce request gets back.
+pub enum Produced {
+    /// acks=1/-1: the response.
+    Response(ProduceResponse),
+    /// acks=0, all appended: nothing.
+    Silent,
+    /// acks=0 and something failed: no response, close the connection.
+    SilentFailure,
+}
+
+/// Answers Produce.
 pub async fn handle(
     ctx: &Rc<CoreContext>,
     _header: &RequestHeader,
     request: ProduceRequest,
-) -> Option<ProduceResponse> {
+) -> Produced {
     let acks = request.acks;
     // The response lists topics and partitions in request order.
     let mut shape: Vec<(String, Vec<i32>)> = Vec::with_capacity(request.topic_data.len());
@@ -69,7 +79,13 @@ pub async fn handle(
     };
 
     if acks == 0 {
-        return None;
+        // No response; like Kafka, a failure closes the connection so the client notices
+        // and refreshes its metadata.
+        return if results.iter().any(|r| r.error_code != 0) {
+            Produced::SilentFailure
+        } else {
+            Produced::Silent
+        };
     }
     let mut results = results.into_iter();
     let responses = shape
@@ -93,5 +109,5 @@ pub async fn handle(
                 .with_partition_responses(partition_responses)
         })
         .collect();
-    Some(ProduceResponse::default().with_responses(responses))
+    Produced::Response(ProduceResponse::default().with_responses(responses))
 }
