@@ -164,6 +164,17 @@ fn long_poll_fetch_wakes_on_produce() {
         start.elapsed()
     );
     assert!(decode(&data.records).is_empty());
+    // An empty fetch waits out max_wait_ms too (without spinning).
+    let empty = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(300)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1);
+    let start = Instant::now();
+    let r: FetchResponse = c.call(ApiKey::Fetch, 12, &empty);
+    assert_eq!(r.error_code, 0);
+    assert!(start.elapsed() >= Duration::from_millis(250));
     // A produce on another connection wakes a waiting fetch long before its 10 s deadline,
     // for every partition: they are spread over both cores, so this covers waits on the
     // connection's own core and on the other one.

@@ -210,6 +210,9 @@ async fn wait_any(ctx: &Rc<CoreContext>, waits: Vec<WaitPart>, timeout: Duration
         })
         .collect();
     if waiters.is_empty() {
+        // Nothing to wait on (an empty fetch): sleep out the wait, as Kafka does, rather
+        // than spinning.
+        glommio::timer::sleep(timeout).await;
         return;
     }
     let first = crate::join::first_of(waiters);
