@@ -83,6 +83,29 @@ impl Drop for GroupGuard<'_> {
     }
 }
 
+/// Marks the log closed if dropped while armed (an operation cancelled or failed midway).
+struct PoisonOnDrop<'a> {
+    closed: &'a Cell<bool>,
+    armed: bool,
+}
+
+impl PoisonOnDrop<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PoisonOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::error!(
+                "log truncation did not complete; the log refuses writes until reopened"
+            );
+            self.closed.set(true);
+        }
+    }
+}
+
 /// Result of a successful [`Log::append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -248,7 +271,7 @@ impl Log {
         let active = segments.last().cloned().expect("segments is never empty");
         active.load_tail().await?;
         if !clean {
-            active.file.sync().await?;
+            active.sync().await?;
         }
         if config.preallocate {
             let _ = active.file.preallocate(config.segment_bytes).await;
@@ -612,15 +635,11 @@ impl Log {
             .segments
             .borrow()
             .iter()
-            .filter(|s| s.meta.borrow().dirty)
+            .filter(|s| s.is_dirty())
             .cloned()
             .collect();
         for seg in dirty {
-            seg.meta.borrow_mut().dirty = false;
-            if let Err(e) = seg.file.sync().await {
-                seg.meta.borrow_mut().dirty = true;
-                return Err(e.into());
-            }
+            seg.sync().await?;
         }
         self.flushed
             .set(self.flushed.get().max(end).min(self.log_end.get()));
@@ -765,7 +784,8 @@ impl Log {
     /// Drop every offset >= `offset` (for replication). Truncation happens at a batch
     /// boundary: a batch containing `offset` is removed whole, so the log end may end up
     /// below `offset`. Truncating at or below the log start empties the log and restarts
-    /// it at `offset`.
+    /// it at `offset`. If it fails or is cancelled midway, the log refuses writes (`Closed`)
+    /// until reopened, which recovers it.
     pub async fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
         let _guard = self.write_lock.lock().await;
         if offset >= self.log_end.get() {
@@ -774,6 +794,13 @@ impl Log {
         let now_ms = wall_clock_ms();
         let config = self.config();
         let offset = offset.max(0);
+        // Truncation rewrites in-memory state across several awaits. If it is cancelled or
+        // fails midway, the log refuses further writes (reopen it to recover) rather than
+        // append after a half-rebuilt segment.
+        let poison = PoisonOnDrop {
+            closed: &self.closed,
+            armed: true,
+        };
         self.cache.borrow_mut().clear();
         let removed: Vec<Rc<Segment>> = {
             let mut segs = self.segments.borrow_mut();
@@ -814,6 +841,7 @@ impl Log {
         self.log_start.set(self.log_start.get().min(end));
         self.flushed.set(self.flushed.get().min(end));
         self.high_watermark.set(self.high_watermark.get().min(end));
+        poison.disarm();
         Ok(())
     }
 

@@ -74,8 +74,11 @@ pub(crate) struct SegMeta {
     /// Dma backend, active segment: the bytes of the partially filled last block
     /// `[align_down(size), size)`, rewritten in front of the next append.
     pub tail: Vec<u8>,
-    /// Written since the last fdatasync.
-    pub dirty: bool,
+    /// Count of completed writes; with `synced_writes`, tells whether an fdatasync is needed.
+    /// Counters, not a flag, so a sync cancelled midway never marks later writes clean.
+    pub writes: u64,
+    /// Value of `writes` when the last successful fdatasync started.
+    pub synced_writes: u64,
 }
 
 impl SegMeta {
@@ -91,7 +94,8 @@ impl SegMeta {
             roll_base_ms: None,
             last_modified_ms: now_ms,
             tail: Vec::new(),
-            dirty: false,
+            writes: 0,
+            synced_writes: 0,
         }
     }
 
@@ -479,12 +483,23 @@ impl Segment {
             // Removes the zero padding of the last block and any unused preallocation.
             self.file.truncate(size).await?;
         }
-        self.meta.borrow_mut().dirty = false;
-        if let Err(e) = self.file.sync().await {
-            self.meta.borrow_mut().dirty = true;
-            return Err(e.into());
-        }
+        self.sync().await?;
         self.write_indexes()
+    }
+
+    /// Whether writes happened since the last fdatasync.
+    pub(crate) fn is_dirty(&self) -> bool {
+        let m = self.meta.borrow();
+        m.writes > m.synced_writes
+    }
+
+    /// fdatasync, recording which writes it covers.
+    pub(crate) async fn sync(&self) -> Result<(), LogError> {
+        let covered = self.meta.borrow().writes;
+        self.file.sync().await?;
+        let mut m = self.meta.borrow_mut();
+        m.synced_writes = m.synced_writes.max(covered);
+        Ok(())
     }
 
     /// Read `[position, position + len)`, from the tail cache when it holds the range.
@@ -707,7 +722,7 @@ impl Segment {
                 );
             }
             m.size_bytes = new_size;
-            m.dirty = true;
+            m.writes += 1;
             m.last_modified_ms = now_ms;
             m.roll_base_ms.get_or_insert(now_ms);
             if aligned {
@@ -745,7 +760,7 @@ impl Segment {
         {
             let mut m = self.meta.borrow_mut();
             m.size_bytes = end;
-            m.dirty = true;
+            m.writes += 1;
             if end > 0 {
                 m.roll_base_ms = Some(now_ms);
             }
