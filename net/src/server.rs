@@ -17,7 +17,7 @@ use crate::cores::{CoreContext, Envelope, MESH_CHANNEL_CAPACITY};
 use crate::metadata::MetadataImage;
 
 /// How long a draining core waits for its connections to finish their current request.
-pub const DRAIN_TIMEOUT_MS: u64 = 30_000;
+pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +238,13 @@ pub fn run_until_signal(config: BrokerConfig) -> Result<(), ServerError> {
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "signal received");
     }
+    // A second signal means "now": exit without waiting for the clean shutdown.
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            tracing::warn!(signal, "second signal: exiting without a clean shutdown");
+            std::process::exit(128 + signal);
+        }
+    });
     handle.shutdown()
 }
 
