@@ -596,7 +596,10 @@ impl Log {
         let want = (max_bytes.min(READ_WINDOW_BYTES_MAX) as u64)
             .max(first.total_bytes)
             .min(end - position) as usize;
-        let buf = match window.get(position, want) {
+        // What the header walk already read is enough if it holds the first batch whole; a
+        // read then returns up to `position - window start` (< one index interval and one
+        // batch) less than it could, which the next fetch picks up.
+        let buf = match window.get(position, first.total_bytes as usize, want) {
             Some(buf) => buf,
             None => seg.read_range(&self.cache, position, want).await?,
         };

@@ -189,10 +189,12 @@ impl Window {
         }
     }
 
-    /// `[position, position + len)` if the window holds it (no copy).
-    pub(crate) fn get(&self, position: u64, len: usize) -> Option<Bytes> {
-        let from = position.checked_sub(self.start)? as usize;
-        (from + len <= self.data.len()).then(|| self.data.slice(from..from + len))
+    /// The window's bytes from `position` on (at most `len`), if it holds at least
+    /// `min_len` of them (no copy).
+    pub(crate) fn get(&self, position: u64, min_len: usize, len: usize) -> Option<Bytes> {
+        let from = usize::try_from(position.checked_sub(self.start)?).ok()?;
+        let available = self.data.len().checked_sub(from)?;
+        (available >= min_len).then(|| self.data.slice(from..from + available.min(len)))
     }
 }
 
