@@ -5,7 +5,7 @@ import struct
 import subprocess
 import time
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 CLIENT_TIMEOUT_S = 30
@@ -182,3 +182,96 @@ __all__ = [
     "connection_closed",
     "api_versions_v0",
 ]
+
+
+# --- crash/fault helpers (reliability suite) -------------------------------------------------
+
+# Errors a partition answers with while the broker is still opening its logs.
+RETRY_CODES = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT)
+
+
+def end_offsets(bootstrap: str, topic: str, partitions, timeout_s: float = CLIENT_TIMEOUT_S) -> dict:
+    """{partition: high watermark} of one topic; see `end_offsets_many`."""
+    ends = end_offsets_many(bootstrap, [(topic, p) for p in partitions], timeout_s)
+    return {p: ends[(topic, p)] for p in partitions}
+
+
+def end_offsets_many(bootstrap: str, topic_partitions, timeout_s: float = CLIENT_TIMEOUT_S) -> dict:
+    """{(topic, partition): high watermark}, asked from one short-lived consumer. Retriable
+    errors (a partition still opening right after start-up answers NOT_LEADER) are retried until
+    the timeout; a partition that never becomes available fails the test."""
+    c = Consumer(
+        {"bootstrap.servers": bootstrap, "broker.address.family": "v4", "group.id": "e2e-wm", "log_level": 0}
+    )
+    try:
+        out = {}
+        deadline = time.monotonic() + timeout_s
+        for topic, p in topic_partitions:
+            while True:
+                try:
+                    _low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+                    out[(topic, p)] = high
+                    break
+                except KafkaException as e:
+                    err = e.args[0]
+                    if time.monotonic() > deadline or not (err.retriable() or err.code() in RETRY_CODES):
+                        raise AssertionError(f"partition {topic}-{p} not served: {err}") from e
+                    time.sleep(0.05)
+        return out
+    finally:
+        c.close()
+
+
+def read_partitions(bootstrap: str, topic: str, ends: dict, timeout_s: float = 60.0) -> dict:
+    """{partition: [(offset, value), ...]} of one topic from offset 0 up to `ends[partition]`."""
+    got = read_to_ends(bootstrap, {(topic, p): end for p, end in ends.items()}, timeout_s)
+    return {p: got[(topic, p)] for p in ends}
+
+
+def read_to_ends(bootstrap: str, ends: dict, timeout_s: float = 60.0) -> dict:
+    """Reads every record of each (topic, partition) from offset 0 up to `ends[(topic,
+    partition)]` (exclusive) with one consumer: {(topic, partition): [(offset, value), ...]}.
+    Fails the test on any consume error or if a partition cannot be read to its end in time (a
+    log that does not serve its data). Offsets may have gaps (records a recovery dropped)."""
+    out = {tp: [] for tp in ends}
+    todo = {tp for tp, end in ends.items() if end > 0}
+    if not todo:
+        return out
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "broker.address.family": "v4",
+            "group.id": "e2e-read-all",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "fetch.max.bytes": 8 << 20,
+            "log_level": 0,
+        }
+    )
+    try:
+        c.assign([TopicPartition(t, p, 0) for t, p in sorted(todo)])
+        deadline = time.monotonic() + timeout_s
+        while todo:
+            if time.monotonic() > deadline:
+                got = {tp: (out[tp][-1][0] + 1 if out[tp] else 0) for tp in todo}
+                raise AssertionError(f"could not read to {ends}: stopped at {got}")
+            for msg in c.consume(num_messages=5000, timeout=0.5):
+                if msg.error():
+                    raise AssertionError(f"consume error: {msg.error()}")
+                tp = (msg.topic(), msg.partition())
+                if tp in todo and msg.offset() < ends[tp]:
+                    out[tp].append((msg.offset(), msg.value()))
+                    if msg.offset() + 1 >= ends[tp]:
+                        todo.discard(tp)
+        return out
+    finally:
+        c.close()
+
+
+def broker_rss_kib(pid: int) -> int:
+    """Resident set size of a process from /proc/PID/status, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")

@@ -132,3 +132,18 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture
 def topic_name() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="reliability suite: 10x the crash rounds and fault cases (not for CI)",
+    )
+
+
+@pytest.fixture
+def long_runs(request) -> int:
+    """Multiplier for crash rounds and fault cases: 1 normally, 10 with --long."""
+    return 10 if request.config.getoption("--long") else 1
