@@ -113,17 +113,41 @@ impl MetadataImage {
         self.topics.iter().find(|(_, t)| t.id == id)
     }
 
-    /// Loads the image from `data_dir`, or a fresh one if the file does not exist.
+    /// The CRC32C of the image's compact JSON form: what the metadata file's `crc32c`
+    /// field must match.
+    fn checksum(&self) -> Result<u32, serde_json::Error> {
+        Ok(crc32c::crc32c(&serde_json::to_vec(self)?))
+    }
+
+    /// Loads the image from `data_dir`, or a fresh one if the file does not exist. A file
+    /// whose checksum does not match is refused: a bit flip that still parses (a renamed
+    /// topic, a changed partition count) must stop the broker, not silently change topics.
     pub fn load(data_dir: &Path) -> Result<Self, MetadataError> {
         let path = data_dir.join(METADATA_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
-                path,
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::fresh()),
-            Err(source) => Err(MetadataError::Io { path, source }),
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::fresh()),
+            Err(source) => return Err(MetadataError::Io { path, source }),
+        };
+        let corrupt = |message: String| MetadataError::Corrupt {
+            path: path.clone(),
+            message,
+        };
+        let file: MetadataFile =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let image = MetadataImage {
+            cluster_id: file.cluster_id,
+            epoch: file.epoch,
+            topics: file.topics,
+        };
+        let actual = image.checksum().map_err(|e| corrupt(e.to_string()))?;
+        if actual != file.crc32c {
+            return Err(corrupt(format!(
+                "checksum mismatch (stored {:08x}, computed {actual:08x})",
+                file.crc32c
+            )));
         }
+        Ok(image)
     }
 
     /// Writes the image atomically: temp file, fsync, rename, fsync the directory. A crash
@@ -135,20 +159,38 @@ impl MetadataImage {
             path: path.clone(),
             source,
         };
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| MetadataError::Corrupt {
+        let encode_err = |e: serde_json::Error| MetadataError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
-        })?;
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        drop(file);
+        };
+        let file = MetadataFile {
+            cluster_id: self.cluster_id.clone(),
+            epoch: self.epoch,
+            topics: self.topics.clone(),
+            crc32c: self.checksum().map_err(encode_err)?,
+        };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(encode_err)?;
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        drop(f);
         std::fs::rename(&tmp, &path).map_err(io)?;
         std::fs::File::open(data_dir)
             .and_then(|d| d.sync_all())
             .map_err(io)?;
         Ok(())
     }
+}
+
+/// The metadata file: the image's fields plus a checksum of them, still plain JSON so an
+/// operator can read it.
+#[derive(Serialize, Deserialize)]
+struct MetadataFile {
+    cluster_id: String,
+    epoch: u64,
+    topics: BTreeMap<String, TopicMeta>,
+    /// CRC32C of the image's compact JSON serialisation.
+    crc32c: u32,
 }
 
 /// Metadata file errors.
@@ -250,7 +292,14 @@ mod tests {
         image.save(dir.path()).unwrap();
         let loaded = MetadataImage::load(dir.path()).unwrap();
         assert_eq!(loaded, image);
-        std::fs::write(dir.path().join(METADATA_FILE), b"{not json").unwrap();
+        // A change that still parses (topic renamed) is caught by the checksum.
+        let path = dir.path().join(METADATA_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"t\""));
+        std::fs::write(&path, text.replace("\"t\"", "\"u\"")).unwrap();
+        let err = MetadataImage::load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        std::fs::write(&path, b"{not json").unwrap();
         assert!(MetadataImage::load(dir.path()).is_err());
     }
 }
