@@ -205,6 +205,54 @@ pub const SETTINGS: &[SettingSpec] = &[
         default: "info",
         doc: "tracing filter (e.g. info, debug, gregor_net=trace); GREGOR_LOG also works.",
     },
+    SettingSpec {
+        name: "group.initial.rebalance.delay.ms",
+        kafka_name: "group.initial.rebalance.delay.ms",
+        default: "3000",
+        doc: "How long the first rebalance of an empty group waits for more members.",
+    },
+    SettingSpec {
+        name: "group.min.session.timeout.ms",
+        kafka_name: "group.min.session.timeout.ms",
+        default: "6000",
+        doc: "Smallest session.timeout.ms a consumer may ask for.",
+    },
+    SettingSpec {
+        name: "group.max.session.timeout.ms",
+        kafka_name: "group.max.session.timeout.ms",
+        default: "1800000",
+        doc: "Largest session.timeout.ms a consumer may ask for.",
+    },
+    SettingSpec {
+        name: "group.max.size",
+        kafka_name: "group.max.size",
+        default: "10000",
+        doc: "Most members one consumer group may have.",
+    },
+    SettingSpec {
+        name: "offsets.retention.minutes",
+        kafka_name: "offsets.retention.minutes",
+        default: "10080",
+        doc: "Committed offsets of a group that stays empty this long are dropped.",
+    },
+    SettingSpec {
+        name: "offset.metadata.max.bytes",
+        kafka_name: "offset.metadata.max.bytes",
+        default: "4096",
+        doc: "Longest metadata string an offset commit may carry.",
+    },
+    SettingSpec {
+        name: "offsets.topic.num.partitions",
+        kafka_name: "offsets.topic.num.partitions",
+        default: "50",
+        doc: "Partitions of __consumer_offsets when it is created (fixed afterwards).",
+    },
+    SettingSpec {
+        name: "offsets.topic.segment.bytes",
+        kafka_name: "offsets.topic.segment.bytes",
+        default: "16777216",
+        doc: "Segment size of __consumer_offsets.",
+    },
 ];
 
 /// The broker's validated configuration.
@@ -240,6 +288,8 @@ pub struct BrokerConfig {
     pub log_level: String,
     /// Broker-level topic defaults, keyed by *topic* config name (`retention.ms`, ...).
     pub topic_defaults: BTreeMap<String, String>,
+    /// Consumer group coordinator settings (`group.*`, `offsets.*`).
+    pub coordinator: crate::group::CoordinatorSettings,
 }
 
 /// Where a value came from, for error messages.
@@ -412,6 +462,7 @@ impl ConfigBuilder {
             )?,
             log_level: get("log.level"),
             topic_defaults,
+            coordinator: crate::group::CoordinatorSettings::from_config(&get)?,
         })
     }
 }

@@ -72,7 +72,7 @@ pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr
                 break;
             }
         };
-        let reply = AssertUnwindSafe(handle_frame(&ctx, body))
+        let reply = AssertUnwindSafe(handle_frame(&ctx, body, peer))
             .catch_unwind()
             .await;
         match reply {
@@ -101,7 +101,11 @@ pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr
 }
 
 /// Parses the header and dispatches one request.
-pub async fn handle_frame(ctx: &Rc<CoreContext>, mut body: Bytes) -> Result<Reply, RequestError> {
+pub async fn handle_frame(
+    ctx: &Rc<CoreContext>,
+    mut body: Bytes,
+    peer: SocketAddr,
+) -> Result<Reply, RequestError> {
     // The frame reader guarantees at least 10 bytes: key, version, correlation id.
     let mut peek = &body[..];
     let raw_key = peek.get_i16();
@@ -124,5 +128,5 @@ pub async fn handle_frame(ctx: &Rc<CoreContext>, mut body: Bytes) -> Result<Repl
             version,
             message: e.to_string(),
         })?;
-    handlers::dispatch(ctx, key, &header, body).await
+    handlers::dispatch(ctx, key, &header, body, peer).await
 }

@@ -261,6 +261,8 @@ pub enum CoreRequest {
     Admin(AdminRequest),
     /// Apply a metadata change (from [`METADATA_CORE`] to every other core, in order).
     Apply(MetadataChange),
+    /// Consumer group work, for the group's owner core.
+    Group(crate::group::rpc::GroupRequest),
 }
 
 /// Answers to [`CoreRequest`]s, variant for variant.
@@ -280,6 +282,8 @@ pub enum CoreReply {
     Admin(Vec<AdminResult>),
     /// To `Apply`.
     Applied,
+    /// To `Group`.
+    Group(crate::group::rpc::GroupReply),
 }
 
 /// A request in flight between cores.
@@ -322,6 +326,8 @@ pub struct CoreContext {
     pub open_connections: Cell<usize>,
     /// Notified when a connection closes.
     pub connection_closed: LocalNotify,
+    /// The consumer groups this core coordinates.
+    pub groups: crate::group::runtime::GroupRuntime,
     /// Budget of request bytes buffered on this core (`queued.max.request.bytes`).
     pub request_bytes: glommio::sync::Semaphore,
     /// Producer ids handed out by this core so far.
@@ -339,7 +345,9 @@ impl CoreContext {
         mesh: Option<Senders<Envelope>>,
         metadata: MetadataImage,
     ) -> Self {
+        let groups = crate::group::runtime::GroupRuntime::for_core(&config, &metadata);
         Self {
+            groups,
             core_id,
             cores,
             request_bytes: glommio::sync::Semaphore::new(config.queued_max_request_bytes as u64),

@@ -15,6 +15,7 @@ pub mod config;
 pub mod connection;
 pub mod cores;
 pub mod framing;
+pub mod group;
 pub mod handlers;
 pub mod join;
 pub mod listener;

@@ -287,6 +287,7 @@ async fn core_main(setup: CoreSetup) -> Result<(), String> {
     tracing::debug!(core, partitions = ctx.registry.len(), "core ready");
     let accept_task = glommio::spawn_local(accept_loop(ctx.clone(), listener));
     glommio::spawn_local(retention_loop(ctx.clone())).detach();
+    glommio::spawn_local(crate::group::runtime::run(ctx.clone())).detach();
     let _ = ready.send(Ok(core));
 
     // Drain first (Close straight away only if the main thread is gone).

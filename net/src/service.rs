@@ -28,6 +28,9 @@ pub async fn serve(ctx: Rc<CoreContext>, request: CoreRequest) -> CoreReply {
             CoreReply::DeleteRecords(partition_ops::delete_records(&ctx, parts).await)
         }
         CoreRequest::Admin(op) => CoreReply::Admin(admin::execute(&ctx, op).await),
+        CoreRequest::Group(request) => {
+            CoreReply::Group(crate::group::service::serve(&ctx, request).await)
+        }
         CoreRequest::Apply(change) => {
             admin::apply_change(&ctx, &change).await;
             CoreReply::Applied

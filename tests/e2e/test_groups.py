@@ -205,6 +205,25 @@ def test_two_groups_each_receive_every_message(gbroker, topic_name):
     assert got_b == want
 
 
+def start_after_kill(b, timeout_s: float = 20.0) -> None:
+    """Restarts a SIGKILLed broker. The kernel may release the dead process's listening
+    socket a moment after it exits (io_uring tears down asynchronously): the new broker then
+    fails to bind, while the port still accepts connections for a moment, so `start()` can
+    even return with the new process dying. Retry until a new process stays up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            b.start()
+            time.sleep(0.5)
+            if b.proc.poll() is None:
+                return
+        except RuntimeError:
+            pass
+        if time.monotonic() >= deadline:
+            raise AssertionError("broker did not restart after SIGKILL")
+        time.sleep(0.25)
+
+
 def first_offsets(msgs) -> dict:
     first = {}
     for m in msgs:
@@ -234,7 +253,7 @@ def test_committed_offsets_survive_broker_restart(gbroker, topic_name, crash):
 
     if crash:
         gbroker.kill()
-        gbroker.start()
+        start_after_kill(gbroker)
     else:
         gbroker.restart()
 
@@ -270,46 +289,78 @@ def test_assignment_strategies_converge(gbroker, topic_name, strategy):
 
 
 def test_kafka_python_range_group_converges_and_commits(gbroker, topic_name):
-    from kafka import KafkaConsumer, TopicPartition as KTP
+    import threading
+
+    from kafka import KafkaConsumer
     from kafka.coordinator.assignors.range import RangePartitionAssignor
 
     create_topic(gbroker.bootstrap, topic_name, partitions=6)
     fill(gbroker.bootstrap, topic_name, 60, 6)
     g = group_name()
-    cs = [
-        KafkaConsumer(
-            topic_name,
-            bootstrap_servers=gbroker.bootstrap,
-            group_id=g,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            session_timeout_ms=SESSION_MS,
-            heartbeat_interval_ms=500,
-            partition_assignment_strategy=[RangePartitionAssignor],
-        )
-        for _ in range(3)
-    ]
     got = []
+    assignments = {}
+    commit_now = threading.Event()
+    stop = threading.Event()
+    errors = []
 
-    def poll(c):
-        for records in c.poll(timeout_ms=50).values():
-            got.extend(records)
-
-    try:
-        sets = wait_balanced(cs, topic_name, 6, poll=poll)
-        assert sorted(len(s) for s in sets) == [2, 2, 2]
-        deadline = time.monotonic() + T
-        while len(got) < 60 and time.monotonic() < deadline:
-            for c in cs:
-                poll(c)
-        assert len(got) == 60
-        for c in cs:
-            c.commit()
-        committed = cs[0].committed(KTP(topic_name, 0))
-        assert committed == 10
-    finally:
-        for c in cs:
+    def run(i):
+        # One thread per consumer, as applications run them: KafkaConsumer is not
+        # thread-safe, and polling several from one thread with tiny timeouts stalls
+        # their rebalances.
+        try:
+            c = KafkaConsumer(
+                topic_name,
+                bootstrap_servers=gbroker.bootstrap,
+                group_id=g,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                session_timeout_ms=SESSION_MS,
+                heartbeat_interval_ms=500,
+                partition_assignment_strategy=[RangePartitionAssignor],
+            )
+            committed = False
+            while not stop.is_set():
+                for records in c.poll(timeout_ms=300).values():
+                    got.extend(r.value for r in records)
+                assignments[i] = {(tp.topic, tp.partition) for tp in c.assignment()}
+                if commit_now.is_set() and not committed:
+                    c.commit()
+                    committed = True
+                    assignments[f"committed-{i}"] = True
             c.close()
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        want = {(topic_name, p) for p in range(6)}
+        deadline = time.monotonic() + T
+        sets = []
+        while time.monotonic() < deadline and not errors:
+            sets = [assignments.get(i, set()) for i in range(3)]
+            if all(sets) and sum(len(x) for x in sets) == 6 and set().union(*sets) == want and len(got) >= 60:
+                break
+            time.sleep(0.1)
+        assert not errors, errors
+        assert sorted(len(x) for x in sets) == [2, 2, 2], sets
+        assert sorted(got) == sorted(f"m{i}".encode() for i in range(60))
+        commit_now.set()
+        deadline = time.monotonic() + T
+        while time.monotonic() < deadline and not all(assignments.get(f"committed-{i}") for i in range(3)):
+            assert not errors, errors
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=T)
+    assert not errors, errors
+    # Every partition's offset is committed at its end (10 messages each).
+    c = group_consumer(gbroker.bootstrap, g)
+    committed = c.committed([TopicPartition(topic_name, p) for p in range(6)], timeout=T)
+    c.close()
+    assert [tp.offset for tp in committed] == [10] * 6
 
 
 def test_static_member_restart_causes_no_rebalance(gbroker, topic_name):

@@ -12,6 +12,7 @@ static ALLOCATOR: gregor_net::alloc::GuardedAlloc = gregor_net::alloc::GuardedAl
 mod bench;
 mod broker;
 mod consume;
+mod groups;
 mod produce;
 mod topics;
 
@@ -32,6 +33,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Console consumer (any Kafka-protocol broker).
     Consume(consume::ConsumeArgs),
+    /// List, describe and delete consumer groups; reset their offsets (any Kafka-protocol broker).
+    Groups(groups::GroupsArgs),
     /// Load tools: produce, consume, e2e and disk benchmarks (any Kafka-protocol broker).
     Bench(bench::BenchArgs),
 }
@@ -57,5 +60,6 @@ fn main() -> ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Groups(args) => groups::run(args),
     }
 }

@@ -639,7 +639,11 @@ impl GroupCoordinator {
         self.groups.retain(|_, g| {
             g.member_count() > 0 || !g.offsets.is_empty() || g.protocol_type.is_some()
         });
-        self.appended_since_snapshot.clear();
+    }
+
+    /// Sets the record count of `partition` since its last snapshot (after loading it).
+    pub fn set_appended_since_snapshot(&mut self, partition: i32, records: u64) {
+        self.appended_since_snapshot.insert(partition, records);
     }
 
     /// Every live record of the groups on `partition`: a snapshot that, replayed alone,

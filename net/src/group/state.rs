@@ -466,6 +466,14 @@ impl Group {
     }
 
     fn transition(&mut self, state: GroupState, now_ms: i64) {
+        tracing::debug!(
+            group = %self.group_id,
+            from = self.state.as_str(),
+            to = state.as_str(),
+            generation = self.generation_id,
+            members = self.members.len(),
+            "group state change"
+        );
         self.state = state;
         self.state_timestamp_ms = now_ms;
     }
@@ -605,8 +613,13 @@ impl Group {
                 Reply::Now(self.join_response_for(&member_id, false))
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
+                let reason = if same_protocols {
+                    "the leader rejoined"
+                } else {
+                    "a member rejoined with new metadata"
+                };
                 let rx = self.park_join(&member_id, req);
-                self.prepare_rebalance(now_ms, cfg);
+                self.prepare_rebalance(now_ms, cfg, reason);
                 Reply::Later(rx)
             }
         }
@@ -674,7 +687,7 @@ impl Group {
                 }
                 self.maybe_complete_join(now_ms);
             }
-            _ => self.prepare_rebalance(now_ms, cfg),
+            _ => self.prepare_rebalance(now_ms, cfg, "new member"),
         }
         Reply::Later(rx)
     }
@@ -734,7 +747,7 @@ impl Group {
             }
             _ => {
                 let rx = self.park_join(&new_id, req);
-                self.prepare_rebalance(now_ms, cfg);
+                self.prepare_rebalance(now_ms, cfg, "static member rejoined with new metadata");
                 Reply::Later(rx)
             }
         }
@@ -767,7 +780,8 @@ impl Group {
         }
     }
 
-    fn prepare_rebalance(&mut self, now_ms: i64, cfg: &GroupConfig) {
+    fn prepare_rebalance(&mut self, now_ms: i64, cfg: &GroupConfig, reason: &str) {
+        tracing::info!(group = %self.group_id, generation = self.generation_id, reason, "preparing rebalance");
         if self.state == GroupState::CompletingRebalance {
             for m in self.members.values_mut() {
                 m.assignment = Bytes::new();
@@ -909,7 +923,7 @@ impl Group {
         self.remove_member(member_id, GroupError::UnknownMemberId);
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
-                self.prepare_rebalance(now_ms, cfg)
+                self.prepare_rebalance(now_ms, cfg, "member left or expired")
             }
             GroupState::PreparingRebalance => self.maybe_complete_join(now_ms),
             GroupState::Empty | GroupState::Dead => {}
@@ -1131,7 +1145,7 @@ impl Group {
                 for id in laggards {
                     self.remove_member(&id, GroupError::RebalanceInProgress);
                 }
-                self.prepare_rebalance(now_ms, cfg);
+                self.prepare_rebalance(now_ms, cfg, "members did not sync in time");
             }
             _ => {}
         }

@@ -103,6 +103,7 @@ fn topic_entry(ctx: &CoreContext, image: &MetadataImage, name: &str) -> Metadata
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(name)))
         .with_topic_id(uuid::Uuid::from_u128(meta.id))
+        .with_is_internal(name == crate::group::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 

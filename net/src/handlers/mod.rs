@@ -14,6 +14,11 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
     ProduceRequest, RequestHeader, ResponseHeader,
 };
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::cores::CoreContext;
@@ -31,6 +36,18 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+// Consumer groups.
+pub mod delete_groups;
+pub mod describe_groups;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
+pub mod sync_group;
 
 /// (API, lowest version, highest version) this broker serves. Versions are those that
 /// librdkafka 2.x, kafka-python and the Java client 3.x/4.x negotiate, within what
@@ -48,6 +65,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::InitProducerId, 0, 4),
 ];
 
@@ -145,6 +173,7 @@ pub async fn dispatch(
     key: ApiKey,
     header: &RequestHeader,
     mut body: Bytes,
+    peer: std::net::SocketAddr,
 ) -> Result<Reply, RequestError> {
     let version = header.request_api_version;
     match supported_range(key) {
@@ -185,6 +214,21 @@ pub async fn dispatch(
         }
         ApiKey::DescribeCluster => respond!(DescribeClusterRequest, describe_cluster),
         ApiKey::DeleteRecords => respond!(DeleteRecordsRequest, delete_records),
+        ApiKey::FindCoordinator => respond!(FindCoordinatorRequest, find_coordinator),
+        ApiKey::JoinGroup => {
+            let request: JoinGroupRequest = decode(key, version, &mut body)?;
+            let response = join_group::handle(ctx, header, peer, request).await;
+            Reply::Frame(encode_frame(key, version, cid, header_version, &response)?)
+        }
+        ApiKey::SyncGroup => respond!(SyncGroupRequest, sync_group),
+        ApiKey::Heartbeat => respond!(HeartbeatRequest, heartbeat),
+        ApiKey::LeaveGroup => respond!(LeaveGroupRequest, leave_group),
+        ApiKey::OffsetCommit => respond!(OffsetCommitRequest, offset_commit),
+        ApiKey::OffsetFetch => respond!(OffsetFetchRequest, offset_fetch),
+        ApiKey::ListGroups => respond!(ListGroupsRequest, list_groups),
+        ApiKey::DescribeGroups => respond!(DescribeGroupsRequest, describe_groups),
+        ApiKey::DeleteGroups => respond!(DeleteGroupsRequest, delete_groups),
+        ApiKey::OffsetDelete => respond!(OffsetDeleteRequest, offset_delete),
         ApiKey::InitProducerId => respond!(InitProducerIdRequest, init_producer_id),
         _ => return Err(RequestError::UnknownApi(header.request_api_key)),
     })
