@@ -253,6 +253,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         default: "16777216",
         doc: "Segment size of __consumer_offsets.",
     },
+    SettingSpec {
+        name: "offsets.topic.compaction.records",
+        kafka_name: "-",
+        default: "10000",
+        doc: "Snapshot a __consumer_offsets partition and drop older records after this many appends.",
+    },
 ];
 
 /// The broker's validated configuration.

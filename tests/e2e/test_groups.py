@@ -485,3 +485,40 @@ def test_reset_offsets_refused_while_group_is_active(gbroker, topic_name):
         assert d.returncode != 0 and "NON_EMPTY_GROUP" in d.stderr
     finally:
         c.close()
+
+
+def test_offsets_topic_is_internal_compacted_and_replayed(broker_factory, topic_name):
+    env = dict(GROUP_ENV, GREGOR_OFFSETS_TOPIC_NUM_PARTITIONS="2", GREGOR_OFFSETS_TOPIC_COMPACTION_RECORDS="20")
+    b = broker_factory(env=env)
+    create_topic(b.bootstrap, topic_name, partitions=1)
+    g = group_name()
+    c = group_consumer(b.bootstrap, g)
+    c.subscribe([topic_name])
+    try:
+        wait_balanced([c], topic_name, 1)
+        # 60 commits, each a record in __consumer_offsets: compaction must kick in.
+        for i in range(1, 61):
+            c.commit(offsets=[TopicPartition(topic_name, 0, i)], asynchronous=False)
+        deadline = time.monotonic() + T
+        lows = []
+        while time.monotonic() < deadline:
+            lows = [c.get_watermark_offsets(TopicPartition("__consumer_offsets", p), timeout=T)[0] for p in range(2)]
+            if max(lows) > 0:
+                break
+            time.sleep(0.2)
+        assert max(lows) > 0, f"__consumer_offsets was never trimmed: low watermarks {lows}"
+    finally:
+        c.close()
+    # Internal: hidden from a plain topic listing, shown with --internal, with 2 partitions.
+    assert "__consumer_offsets" not in gregor("topics", "list", "--bootstrap", b.bootstrap)
+    assert "__consumer_offsets" in gregor("topics", "list", "--internal", "--bootstrap", b.bootstrap)
+    described = gregor("topics", "describe", "__consumer_offsets", "--bootstrap", b.bootstrap)
+    assert "PartitionCount: 2" in described
+    b.kill()
+    start_after_kill(b)
+    c = group_consumer(b.bootstrap, g)
+    try:
+        got = c.committed([TopicPartition(topic_name, 0)], timeout=T)
+        assert got[0].offset == 60, "the snapshot plus the records after it replay to the last commit"
+    finally:
+        c.close()

@@ -88,7 +88,7 @@ impl CoordinatorSettings {
                 "offsets.topic.segment.bytes",
                 (1 << 20)..=(1 << 30),
             )?,
-            snapshot_after_records: 10_000,
+            snapshot_after_records: parse(get, "offsets.topic.compaction.records", 1..=u64::MAX)?,
         })
     }
 }
