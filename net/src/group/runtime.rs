@@ -435,3 +435,36 @@ impl GroupRuntime {
         Self::new(settings, rand::random::<u64>() & 0xffff_ffff_ffff)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip_and_report_their_end() {
+        let kv: Vec<(Bytes, Option<Bytes>)> = vec![
+            (Bytes::from_static(b"k1"), Some(Bytes::from_static(b"v1"))),
+            (Bytes::from_static(b"k2"), None),
+            (Bytes::from_static(b"k3"), Some(Bytes::from_static(b"v3"))),
+        ];
+        let mut two = BytesMut::new();
+        two.extend_from_slice(&encode_batch(&kv, 1_000).unwrap());
+        // A second batch whose base offset the log would set to 3.
+        let mut second = BytesMut::from(&encode_batch(&kv[..1], 1_001).unwrap()[..]);
+        second[0..8].copy_from_slice(&3i64.to_be_bytes());
+        two.extend_from_slice(&second);
+        let two = two.freeze();
+        assert_eq!(next_offset_after(&two), Some(4));
+        assert_eq!(next_offset_after(&Bytes::new()), None);
+        let mut buf = two.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut buf).unwrap();
+        let got: Vec<(i64, Option<Bytes>, Option<Bytes>)> = sets
+            .into_iter()
+            .flat_map(|s| s.records)
+            .map(|r| (r.offset, r.key, r.value))
+            .collect();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[1], (1, Some(Bytes::from_static(b"k2")), None));
+        assert_eq!(got[3].0, 3);
+    }
+}
