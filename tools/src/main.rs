@@ -17,7 +17,11 @@ mod produce;
 mod topics;
 
 #[derive(Parser)]
-#[command(name = "gregor", version, about = "Gregor: a Kafka-compatible streaming broker")]
+#[command(
+    name = "gregor",
+    version,
+    about = "Gregor: a Kafka-compatible streaming broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
