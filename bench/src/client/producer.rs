@@ -115,7 +115,9 @@ pub struct Producer {
     cfg: ProducerConfig,
     partitions: RefCell<Vec<PartitionState>>,
     partitioner: RefCell<Partitioner>,
-    queues: HashMap<i32, LocalSender<ReadyBatch>>,
+    /// One queue (and sender/acker task pair) per leader node.
+    queues: RefCell<HashMap<i32, LocalSender<ReadyBatch>>>,
+    refreshing: Cell<bool>,
     buffer: Rc<Semaphore>,
     on_ack: AckCallback,
     closed: Cell<bool>,
@@ -136,8 +138,6 @@ impl Producer {
             return Err(ClientError::kafka(format!("topic {topic}"), 3, None));
         }
         let mut partitions = Vec::with_capacity(meta.partitions.len());
-        let mut queues = HashMap::new();
-        let mut receivers = Vec::new();
         for (i, p) in meta.partitions.iter().enumerate() {
             if p.partition != i as i32 {
                 return Err(ClientError::Protocol(format!(
@@ -159,12 +159,11 @@ impl Producer {
                 buffer_units: 0,
                 payload_bytes: 0,
             });
-            if let std::collections::hash_map::Entry::Vacant(e) = queues.entry(p.leader) {
-                let (tx, rx) = local_channel::new_unbounded();
-                e.insert(tx);
-                receivers.push((p.leader, rx));
-            }
         }
+        let leaders: std::collections::BTreeSet<i32> = partitions
+            .iter()
+            .map(|p: &PartitionState| p.leader)
+            .collect();
         let producer = Rc::new(Producer {
             cluster: cluster.clone(),
             topic: topic.to_string(),
@@ -172,24 +171,68 @@ impl Producer {
             cfg,
             partitions: RefCell::new(partitions),
             partitioner: RefCell::new(Partitioner::new()),
-            queues,
+            queues: RefCell::new(HashMap::new()),
+            refreshing: Cell::new(false),
             on_ack,
             closed: Cell::new(false),
             tasks: RefCell::new(Vec::new()),
         });
-        for (leader, rx) in receivers {
-            let conn = cluster.node(leader).await?;
-            let (inflight_tx, inflight_rx) = local_channel::new_bounded(64);
-            let t1 =
-                glommio::spawn_local(sender_loop(producer.clone(), conn, rx, inflight_tx)).detach();
-            let t2 = glommio::spawn_local(acker_loop(producer.clone(), inflight_rx)).detach();
-            producer.tasks.borrow_mut().extend([t1, t2]);
+        for leader in leaders {
+            producer.start_leader(leader).await?;
         }
         if !producer.cfg.linger.is_zero() {
             let t = glommio::spawn_local(linger_loop(Rc::downgrade(&producer))).detach();
             producer.tasks.borrow_mut().push(t);
         }
         Ok(producer)
+    }
+
+    /// Connects to `leader` and starts its sender and acker tasks, unless already running.
+    async fn start_leader(self: &Rc<Self>, leader: i32) -> Result<()> {
+        if self.queues.borrow().contains_key(&leader) {
+            return Ok(());
+        }
+        let conn = self.cluster.node(leader).await?;
+        if self.queues.borrow().contains_key(&leader) {
+            return Ok(()); // started by someone else while we connected
+        }
+        let (tx, rx) = local_channel::new_unbounded();
+        self.queues.borrow_mut().insert(leader, tx);
+        let (inflight_tx, inflight_rx) = local_channel::new_bounded(64);
+        let t1 =
+            glommio::spawn_local(sender_loop(self.clone(), leader, conn, rx, inflight_tx)).detach();
+        let t2 = glommio::spawn_local(acker_loop(self.clone(), inflight_rx)).detach();
+        self.tasks.borrow_mut().extend([t1, t2]);
+        Ok(())
+    }
+
+    /// After a "not leader" style error: re-read Metadata and route later batches to the new
+    /// leaders. Batches that already failed are reported, not retried (a retry without
+    /// idempotence could duplicate or reorder records).
+    fn request_refresh(self: &Rc<Self>) {
+        if self.refreshing.replace(true) || self.closed.get() {
+            return;
+        }
+        let me = self.clone();
+        let t = glommio::spawn_local(async move {
+            if let Ok(meta) = me.cluster.topic_metadata(&me.topic, false).await {
+                for p in &meta.partitions {
+                    let current = me.partitions.borrow().get(p.partition as usize).map(|s| s.leader);
+                    if p.leader < 0 || current.is_none_or(|c| c == p.leader) {
+                        continue;
+                    }
+                    if me.start_leader(p.leader).await.is_ok()
+                        && let Some(st) = me.partitions.borrow_mut().get_mut(p.partition as usize)
+                    {
+                        tracing::info!(topic = %me.topic, partition = p.partition, leader = p.leader, "partition leader moved");
+                        st.leader = p.leader;
+                    }
+                }
+            }
+            me.refreshing.set(false);
+        })
+        .detach();
+        self.tasks.borrow_mut().push(t);
     }
 
     /// The cluster this producer sends to.
@@ -270,7 +313,8 @@ impl Producer {
             self.partitioner.borrow_mut().on_batch_sealed();
         }
         let leader = self.partitions.borrow()[batch.partition as usize].leader;
-        let Some(q) = self.queues.get(&leader) else {
+        let queues = self.queues.borrow();
+        let Some(q) = queues.get(&leader) else {
             return;
         };
         // Fails only after `close` stopped the sender task; hand the bytes back and report.
@@ -377,13 +421,13 @@ async fn linger_loop(producer: std::rc::Weak<Producer>) {
 
 async fn sender_loop(
     producer: Rc<Producer>,
-    conn: Rc<Connection>,
+    leader: i32,
+    mut conn: Rc<Connection>,
     rx: LocalReceiver<ReadyBatch>,
     inflight: LocalSender<InFlight>,
 ) {
     let mut deferred: Vec<ReadyBatch> = Vec::new();
     let topic = TopicName(StrBytes::from_string(producer.topic.clone()));
-    let version = conn.version_of::<ProduceRequest>();
     loop {
         // Gather: deferred first, then whatever is queued, one batch per partition.
         let mut batches: Vec<ReadyBatch> = Vec::new();
@@ -439,6 +483,14 @@ async fn sender_loop(
             })
             .collect();
         req.topic_data = vec![td];
+        if conn.is_failed() {
+            // Reconnect (the cluster replaces a failed connection); on failure the batches of
+            // this round fail below on the dead connection and are reported.
+            if let Ok(c) = producer.cluster.node(leader).await {
+                conn = c;
+            }
+        }
+        let version = conn.version_of::<ProduceRequest>();
         let sent = match &version {
             Ok(v) if producer.cfg.acks == 0 => conn.send_no_response(&req, *v).await.map(|_| None),
             Ok(v) => conn.send(&req, *v).await.map(Some),
@@ -473,6 +525,9 @@ async fn acker_loop(producer: Rc<Producer>, rx: LocalReceiver<InFlight>) {
                 match with_timeout(timeout, "Produce", resp.wait()).await {
                     Ok(r) => ack_response(&producer, &r, &f.batches),
                     Err(e) => {
+                        if matches!(e, ClientError::Closed(_) | ClientError::Io { .. }) {
+                            producer.request_refresh();
+                        }
                         for b in &f.batches {
                             producer.report(b, -1, Some(&e));
                         }
@@ -486,7 +541,14 @@ async fn acker_loop(producer: Rc<Producer>, rx: LocalReceiver<InFlight>) {
     }
 }
 
-fn ack_response(producer: &Producer, r: &ProduceResponse, batches: &[ReadyBatch]) {
+/// Error codes after which the partition's leader should be looked up again.
+fn is_stale_leader(code: i16) -> bool {
+    // UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER,
+    // NETWORK_EXCEPTION, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH
+    matches!(code, 3 | 5 | 6 | 13 | 74 | 76)
+}
+
+fn ack_response(producer: &Rc<Producer>, r: &ProduceResponse, batches: &[ReadyBatch]) {
     for b in batches {
         let pr = r
             .responses
@@ -503,6 +565,9 @@ fn ack_response(producer: &Producer, r: &ProduceResponse, batches: &[ReadyBatch]
                 producer.report(b, -1, Some(&e));
             }
             Some(p) if p.error_code != 0 => {
+                if is_stale_leader(p.error_code) {
+                    producer.request_refresh();
+                }
                 let e = ClientError::kafka(
                     format!("produce to {}-{}", producer.topic, b.partition),
                     p.error_code,

@@ -6,6 +6,14 @@
 //! (no coordinated omission). Only acknowledged records count as sent; failures are reported
 //! and make the command exit non-zero.
 
+/// `println!` that ignores a closed stdout (`gregor bench ... | head -1` must not panic).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 pub mod disk;
 pub mod plot;
 pub mod stats;
@@ -655,7 +663,7 @@ fn run_e2e(a: &E2eArgs) -> Result<Summary> {
 /// Prints the summary; an error if records failed or verification found problems.
 fn output(common: &CommonArgs, s: Summary) -> Result<()> {
     if common.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&s).map_err(|e| ClientError::Invalid(e.to_string()))?
         );
@@ -695,12 +703,12 @@ fn run_disk(a: &DiskArgs) -> Result<()> {
         depth: a.depth,
     })?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&r).map_err(|e| ClientError::Invalid(e.to_string()))?
         );
     } else {
-        println!(
+        outln!(
             "disk {}: write {:.1} MB/s, read {:.1} MB/s ({} MB, {} KiB I/Os, {} in flight, O_DIRECT)",
             r.data_dir,
             r.write_mb_per_sec,
@@ -825,15 +833,26 @@ fn run_suite(a: &SuiteArgs) -> Result<()> {
             Err(e) => failures.push(format!("{name}: {e}")),
         }
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<22} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
-        "test", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors"
+        "test",
+        "records/s",
+        "MB/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "errors"
     );
     match &disk {
-        Ok(d) => println!(
+        Ok(d) => outln!(
             "{:<22} {:>12} {:>10.1} (write)  {:.1} MB/s read, O_DIRECT {}",
-            "disk", "-", d.write_mb_per_sec, d.read_mb_per_sec, d.data_dir
+            "disk",
+            "-",
+            d.write_mb_per_sec,
+            d.read_mb_per_sec,
+            d.data_dir
         ),
         Err(e) => failures.push(format!("disk: {e}")),
     }
@@ -846,7 +865,7 @@ fn run_suite(a: &SuiteArgs) -> Result<()> {
                 "-".to_string()
             }
         };
-        println!(
+        outln!(
             "{:<22} {:>12.0} {:>10.2} {:>9} {:>9} {:>9} {:>9} {:>7}",
             name,
             s.records_per_sec,
@@ -867,7 +886,7 @@ fn run_suite(a: &SuiteArgs) -> Result<()> {
             .as_ref()
             .ok()
             .map(|d| serde_json::to_value(d).unwrap_or_default());
-        println!("{}", serde_json::json!({"disk": d, "runs": v}));
+        outln!("{}", serde_json::json!({"disk": d, "runs": v}));
     }
     for f in &failures {
         eprintln!("FAILED {f}");

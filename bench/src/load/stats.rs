@@ -129,7 +129,7 @@ impl Summary {
 
     /// Human-readable summary.
     pub fn print_text(&self) {
-        println!(
+        outln!(
             "{}: {} records in {:.2} s: {:.0} records/s, {:.2} MB/s, {} errors",
             self.mode,
             self.records,
@@ -139,19 +139,23 @@ impl Summary {
             self.errors
         );
         if let Some(r) = self.target_rate {
-            println!(
-                "  target rate {r:.0} records/s (open loop; latency from scheduled send time)"
-            );
+            outln!("  target rate {r:.0} records/s (open loop; latency from scheduled send time)");
         }
         let l = &self.latency_ms;
         if l.max > 0.0 {
-            println!(
+            outln!(
                 "  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  p99.99 {:.3}  max {:.3}  mean {:.3}",
-                l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, l.mean
+                l.p50,
+                l.p90,
+                l.p99,
+                l.p999,
+                l.p9999,
+                l.max,
+                l.mean
             );
         }
         if let Some(v) = &self.verify {
-            println!(
+            outln!(
                 "  verify: {} acked, {} received, {} lost, {} duplicated, {} reordered: {}",
                 v.acked,
                 v.received,
@@ -161,11 +165,11 @@ impl Summary {
                 if v.ok() { "OK" } else { "FAILED" }
             );
             for e in &v.examples {
-                println!("    {e}");
+                outln!("    {e}");
             }
         }
         if let Some(e) = &self.first_error {
-            println!("  first error: {e}");
+            outln!("  first error: {e}");
         }
     }
 }
