@@ -92,17 +92,23 @@ pub struct ResponseFuture<R: Request> {
 }
 
 impl<R: Request> ResponseFuture<R> {
+    /// Waits for the response body, undecoded.
+    pub async fn wait_raw(self) -> Result<Bytes> {
+        match self.rx.await {
+            Some(r) => r,
+            None => Err(ClientError::Closed(self.addr)),
+        }
+    }
+
     /// Waits for and decodes the response.
     pub async fn wait(self) -> Result<R::Response> {
-        let mut body = match self.rx.await {
-            Some(r) => r?,
-            None => return Err(ClientError::Closed(self.addr)),
-        };
-        R::Response::decode(&mut body, self.version).map_err(|e| {
+        let version = self.version;
+        let mut body = self.wait_raw().await?;
+        R::Response::decode(&mut body, version).map_err(|e| {
             ClientError::Protocol(format!(
                 "decode {:?} v{} response: {e}",
                 api_of::<R>(),
-                self.version
+                version
             ))
         })
     }
@@ -158,7 +164,17 @@ impl Connection {
         req.client_software_version = StrBytes::from_static_str(env!("CARGO_PKG_VERSION"));
         let mut version = 3;
         for _ in 0..2 {
-            let resp: ApiVersionsResponse = self.send(&req, version).await?.wait().await?;
+            let mut body = self.send(&req, version).await?.wait_raw().await?;
+            // A broker that does not know this ApiVersions version answers UNSUPPORTED_VERSION
+            // in a v0 body (KIP-511), whatever version was asked; both start with the error.
+            let error_code = body
+                .first_chunk::<2>()
+                .map(|b| i16::from_be_bytes(*b))
+                .unwrap_or(0);
+            let body_version = if error_code == 35 { 0 } else { version };
+            let resp = ApiVersionsResponse::decode(&mut body, body_version).map_err(|e| {
+                ClientError::Protocol(format!("decode ApiVersions v{body_version}: {e}"))
+            })?;
             if resp.error_code == 35 {
                 // UNSUPPORTED_VERSION: the broker lists its ApiVersions range; retry inside it.
                 let theirs = resp

@@ -31,6 +31,9 @@ pub struct FakeConfig {
     pub partitions: i32,
     /// Answer every n-th produced batch (1-based count over all partitions) with this error.
     pub fail_every_nth_batch: Option<(usize, i16)>,
+    /// Highest ApiVersions version understood (older brokers); higher requests get
+    /// UNSUPPORTED_VERSION in a v0 body, as KIP-511 specifies.
+    pub api_versions_max: Option<i16>,
 }
 
 #[derive(Default)]
@@ -100,6 +103,7 @@ fn serve(mut s: TcpStream, cfg: &FakeConfig, st: &Mutex<State>, addr: &str) {
             .unwrap();
         match key {
             ApiKey::ApiVersions => {
+                let av_max = cfg.api_versions_max.unwrap_or(3);
                 let mut r = ApiVersionsResponse::default();
                 r.api_keys = IMPLEMENTED
                     .iter()
@@ -107,11 +111,20 @@ fn serve(mut s: TcpStream, cfg: &FakeConfig, st: &Mutex<State>, addr: &str) {
                         let mut v = ApiVersion::default();
                         v.api_key = *k as i16;
                         v.min_version = *lo;
-                        v.max_version = *hi;
+                        v.max_version = if *k == ApiKey::ApiVersions {
+                            av_max
+                        } else {
+                            *hi
+                        };
                         v
                     })
                     .collect();
-                r.encode(&mut out, version).unwrap();
+                if version > av_max {
+                    r.error_code = 35;
+                    r.encode(&mut out, 0).unwrap();
+                } else {
+                    r.encode(&mut out, version).unwrap();
+                }
             }
             ApiKey::Metadata => {
                 let req = MetadataRequest::decode(&mut buf, version).unwrap();

@@ -52,7 +52,32 @@ mod tests {
             topic: "t".into(),
             partitions,
             fail_every_nth_batch: fail,
+            ..Default::default()
         })
+    }
+
+    #[test]
+    fn falls_back_when_broker_rejects_api_versions_v3() {
+        let broker = FakeBroker::start(FakeConfig {
+            topic: "t".into(),
+            partitions: 1,
+            api_versions_max: Some(2),
+            ..Default::default()
+        });
+        let addr = broker.addr.clone();
+        let md = block_on(move || async move {
+            let cluster = Cluster::connect(ClientConfig::new(&addr)).await?;
+            let conn = cluster.any().await?;
+            assert_eq!(
+                conn.versions()
+                    .version(kafka_protocol::messages::ApiKey::ApiVersions)?,
+                2
+            );
+            cluster.topic_metadata("t", false).await
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(md.partitions.len(), 1);
     }
 
     #[test]

@@ -925,6 +925,7 @@ mod tests {
             topic: "t".into(),
             partitions: 2,
             fail_every_nth_batch: fail,
+            ..Default::default()
         })
     }
 
