@@ -28,6 +28,7 @@ def long_polling_consumer(bootstrap: str, topic: str, stop: threading.Event):
             "bootstrap.servers": bootstrap,
             "broker.address.family": "v4",
             "group.id": "shutdown-reader",
+            "enable.auto.commit": False,
             "fetch.wait.max.ms": 500,
             "log_level": 0,
         }
