@@ -707,14 +707,6 @@ impl Group {
             return Reply::Now(JoinResponse::error(GroupError::UnknownMemberId, old_id));
         };
         m.fail_waiters(GroupError::FencedInstanceId);
-        let selected = self.protocol_name.clone().unwrap_or_default();
-        let metadata_unchanged = match (
-            m.metadata(&selected),
-            req.protocols.iter().find(|(n, _)| *n == selected),
-        ) {
-            (Some(old), Some((_, new))) => old == new,
-            _ => false,
-        };
         m.member_id = new_id.clone();
         m.last_heartbeat_ms = now_ms;
         if let Some(inst) = &req.group_instance_id {
@@ -728,8 +720,22 @@ impl Group {
         // would be refused.
         self.dirty = true;
         let is_leader = self.leader_id.as_deref() == Some(new_id.as_str());
+        // As Kafka: a Stable group rebalances only if the member's protocols would change
+        // the group's selected protocol; new metadata alone (a restarted cooperative consumer
+        // owns no partitions yet) does not.
+        let protocol_kept = self.state == GroupState::Stable && {
+            let old = self
+                .members
+                .get_mut(&new_id)
+                .map(|m| std::mem::replace(&mut m.protocols, req.protocols.clone()));
+            let kept = self.protocol_name.as_deref() == Some(self.select_protocol().as_str());
+            if let (Some(old), Some(m)) = (old, self.members.get_mut(&new_id)) {
+                m.protocols = old;
+            }
+            kept
+        };
         match self.state {
-            GroupState::Stable if metadata_unchanged => {
+            GroupState::Stable if protocol_kept => {
                 if let Some(m) = self.members.get_mut(&new_id) {
                     m.client_id = req.client_id;
                     m.client_host = req.client_host;
@@ -747,7 +753,7 @@ impl Group {
             }
             _ => {
                 let rx = self.park_join(&new_id, req);
-                self.prepare_rebalance(now_ms, cfg, "static member rejoined with new metadata");
+                self.prepare_rebalance(now_ms, cfg, "static member rejoined with other protocols");
                 Reply::Later(rx)
             }
         }

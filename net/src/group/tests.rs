@@ -409,15 +409,42 @@ fn static_member_restart_within_session_keeps_assignment_without_rebalance() {
 }
 
 #[test]
-fn static_member_rejoin_with_new_metadata_rebalances() {
+fn static_member_rejoin_rebalances_only_if_the_protocol_would_change() {
     let mut c = coordinator();
     let (a, _b, generation) = static_stable_pair(&mut c);
+    // New metadata for the same protocol (e.g. a cooperative consumer that owns nothing
+    // after its restart): no rebalance, as on Kafka.
     let mut req = join_req("", Some("inst-b"), &["range"]);
     req.protocols = vec![("range".into(), Bytes::from("new-subscription"))];
-    let mut rb = later(c.join(G, req, 8_000));
+    let j = now_reply(c.join(G, req, 8_000));
+    assert_eq!(j.generation_id, generation);
+    assert_eq!(state(&c), GroupState::Stable);
+    // Protocols that cannot keep "range" selected: the group rebalances.
+    let mut both = join_req(&a, Some("inst-a"), &["range", "roundrobin"]);
+    both.protocols = protos(&["range", "roundrobin"]);
+    let mut ra = later(c.join(G, both, 8_001));
+    let mut rb2 = later(c.join(
+        G,
+        join_req(&j.member_id, Some("inst-b"), &["range", "roundrobin"]),
+        8_002,
+    ));
+    let generation = ready(&mut ra).generation_id;
+    assert_eq!(ready(&mut rb2).generation_id, generation);
+    let mut roundrobin_only = join_req("", Some("inst-b"), &["roundrobin"]);
+    roundrobin_only.protocols = protos(&["roundrobin"]);
+    // Complete the generation first (sync), so the group is Stable again.
+    let _sb = later(sync(&mut c, &j.member_id, generation, &[], 8_003));
+    let a_id = c.group(G).unwrap().leader_id.clone().unwrap();
+    drop(later(sync(&mut c, &a_id, generation, &[], 8_003)));
+    assert_eq!(state(&c), GroupState::Stable);
+    let mut rb = later(c.join(G, roundrobin_only, 8_004));
     assert_eq!(state(&c), GroupState::PreparingRebalance);
-    let mut ra = later(c.join(G, join_req(&a, Some("inst-a"), &["range"]), 8_001));
-    assert_eq!(ready(&mut rb).generation_id, generation + 1);
+    let mut a_again = join_req(&a_id, Some("inst-a"), &["range", "roundrobin"]);
+    a_again.protocols = protos(&["range", "roundrobin"]);
+    let mut ra = later(c.join(G, a_again, 8_005));
+    let jb = ready(&mut rb);
+    assert_eq!(jb.generation_id, generation + 1);
+    assert_eq!(jb.protocol_name.as_deref(), Some("roundrobin"));
     assert_eq!(ready(&mut ra).generation_id, generation + 1);
 }
 
