@@ -363,7 +363,8 @@ def test_kafka_python_range_group_converges_and_commits(gbroker, topic_name):
     assert [tp.offset for tp in committed] == [10] * 6
 
 
-def test_static_member_restart_causes_no_rebalance(gbroker, topic_name):
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_static_member_restart_causes_no_rebalance(gbroker, topic_name, strategy):
     create_topic(gbroker.bootstrap, topic_name, partitions=4)
     g = group_name()
     rebalances = []
@@ -374,9 +375,9 @@ def test_static_member_restart_causes_no_rebalance(gbroker, topic_name):
     def on_revoke(_c, parts):
         rebalances.append(("revoke", len(parts)))
 
-    steady = group_consumer(gbroker.bootstrap, g, **{"group.instance.id": "steady"})
+    steady = group_consumer(gbroker.bootstrap, g, **{"group.instance.id": "steady", "partition.assignment.strategy": strategy})
     steady.subscribe([topic_name], on_assign=on_assign, on_revoke=on_revoke)
-    restarting = group_consumer(gbroker.bootstrap, g, **{"group.instance.id": "restarting"})
+    restarting = group_consumer(gbroker.bootstrap, g, **{"group.instance.id": "restarting", "partition.assignment.strategy": strategy})
     restarting.subscribe([topic_name])
     try:
         before = wait_balanced([steady, restarting], topic_name, 4)
@@ -389,7 +390,7 @@ def test_static_member_restart_causes_no_rebalance(gbroker, topic_name):
         # A static member does not send LeaveGroup on close; it comes back within the
         # session timeout with the same group.instance.id.
         restarting.close()
-        restarting = group_consumer(gbroker.bootstrap, g, **{"group.instance.id": "restarting"})
+        restarting = group_consumer(gbroker.bootstrap, g, **{"group.instance.id": "restarting", "partition.assignment.strategy": strategy})
         restarting.subscribe([topic_name])
         deadline = time.monotonic() + T
         while time.monotonic() < deadline and not assigned(restarting):
@@ -522,3 +523,58 @@ def test_offsets_topic_is_internal_compacted_and_replayed(broker_factory, topic_
         assert got[0].offset == 60, "the snapshot plus the records after it replay to the last commit"
     finally:
         c.close()
+
+
+def test_admin_apis_of_both_clients(gbroker, topic_name):
+    """Group admin as the clients' admin APIs drive it: OffsetCommit as an admin
+    (generation -1), OffsetFetch for several groups at once (v8), ListGroups with a state
+    filter, DescribeGroups, OffsetDelete, batched LeaveGroup by group.instance.id, and
+    DeleteGroups."""
+    from confluent_kafka import ConsumerGroupState
+    from kafka import KafkaAdminClient
+    from kafka.admin import MemberToRemove
+    from kafka.structs import OffsetAndMetadata
+    from kafka.structs import TopicPartition as KTP
+
+    b = gbroker.bootstrap
+    create_topic(b, topic_name, partitions=2)
+    ga, gb, gs = group_name(), group_name(), group_name()
+    ka = KafkaAdminClient(bootstrap_servers=b)
+    try:
+        ka.alter_group_offsets(
+            ga, {KTP(topic_name, 0): OffsetAndMetadata(5, "meta", -1), KTP(topic_name, 1): OffsetAndMetadata(7, "", -1)}
+        )
+        ka.alter_group_offsets(gb, {KTP(topic_name, 0): OffsetAndMetadata(1, "", -1)})
+        both = ka.list_group_offsets({ga: None, gb: None})
+        assert both[ga][KTP(topic_name, 0)].offset == 5 and both[ga][KTP(topic_name, 0)].metadata == "meta"
+        assert both[ga][KTP(topic_name, 1)].offset == 7
+        assert both[gb][KTP(topic_name, 0)].offset == 1
+        assert ka.delete_group_offsets(ga, [KTP(topic_name, 1)])[KTP(topic_name, 1)].__name__ == "NoError"
+        assert KTP(topic_name, 1) not in ka.list_group_offsets({ga: None})[ga]
+
+        # A live static member: listed as Stable, described with its instance id, removed by
+        # a batched LeaveGroup naming only its group.instance.id.
+        c = group_consumer(b, gs, **{"group.instance.id": "inst-1", "client.id": "admin-test"})
+        c.subscribe([topic_name])
+        try:
+            wait_balanced([c], topic_name, 2)
+            confluent = admin(b)
+            stable = confluent.list_consumer_groups(states={ConsumerGroupState.STABLE}, request_timeout=T).result()
+            assert [g.group_id for g in stable.valid] == [gs]
+            empty = confluent.list_consumer_groups(states={ConsumerGroupState.EMPTY}, request_timeout=T).result()
+            assert {g.group_id for g in empty.valid} == {ga, gb}
+            desc = confluent.describe_consumer_groups([gs], request_timeout=T)[gs].result()
+            assert desc.state == ConsumerGroupState.STABLE
+            assert [m.group_instance_id for m in desc.members] == ["inst-1"]
+            assert desc.members[0].client_id == "admin-test"
+            assert {tp.partition for tp in desc.members[0].assignment.topic_partitions} == {0, 1}
+            removed = ka.remove_group_members(gs, [MemberToRemove(group_instance_id="inst-1")])
+            assert [e.__name__ for e in removed.values()] == ["NoError"]
+            assert ka.describe_groups([gs])[gs]["members"] == []
+        finally:
+            c.close()
+        deleted = ka.delete_groups([ga, gb, "never-existed"])
+        assert deleted == {ga: "OK", gb: "OK", "never-existed": "GroupIdNotFoundError"}
+        assert {g["group_id"] for g in ka.list_groups()} <= {gs}
+    finally:
+        ka.close()
