@@ -578,3 +578,41 @@ def test_admin_apis_of_both_clients(gbroker, topic_name):
         assert {g["group_id"] for g in ka.list_groups()} <= {gs}
     finally:
         ka.close()
+
+
+def test_offsets_follow_topic_lifecycle(gbroker, topic_name):
+    """Commits to partitions that do not exist are refused; a deleted topic's committed
+    offsets go away, as on Kafka."""
+    from kafka import KafkaAdminClient
+    from kafka.structs import OffsetAndMetadata
+    from kafka.structs import TopicPartition as KTP
+
+    b = gbroker.bootstrap
+    create_topic(b, topic_name, partitions=1)
+    g = group_name()
+    ka = KafkaAdminClient(bootstrap_servers=b)
+    try:
+        res = ka.alter_group_offsets(
+            g,
+            {
+                KTP(topic_name, 0): OffsetAndMetadata(4, "", -1),
+                KTP(topic_name, 9): OffsetAndMetadata(4, "", -1),
+                KTP("no-such-topic", 0): OffsetAndMetadata(4, "", -1),
+            },
+        )
+        assert res[KTP(topic_name, 0)].__name__ == "NoError"
+        assert res[KTP(topic_name, 9)].__name__ == "UnknownTopicOrPartitionError"
+        assert res[KTP("no-such-topic", 0)].__name__ == "UnknownTopicOrPartitionError"
+        assert set(ka.list_group_offsets({g: None})[g]) == {KTP(topic_name, 0)}
+        client = admin(b)
+        client.delete_topics([topic_name], request_timeout=T)[topic_name].result(timeout=T)
+        deadline = time.monotonic() + 20
+        left = None
+        while time.monotonic() < deadline:
+            left = ka.list_group_offsets({g: None})[g]
+            if not left:
+                break
+            time.sleep(0.5)
+        assert not left, f"offsets of a deleted topic remain: {left}"
+    finally:
+        ka.close()

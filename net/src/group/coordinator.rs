@@ -592,6 +592,32 @@ impl GroupCoordinator {
         }
     }
 
+    /// Drops committed offsets of partitions that no longer exist (deleted topics, as Kafka
+    /// does); `exists(topic, partition)` answers from the current metadata.
+    pub fn drop_offsets_of_missing_partitions(&mut self, exists: impl Fn(&str, i32) -> bool) {
+        let mut gone: Vec<(String, String, i32)> = Vec::new();
+        for (id, g) in &mut self.groups {
+            let missing: Vec<(String, i32)> = g
+                .offsets
+                .keys()
+                .filter(|(t, p)| !exists(t, *p))
+                .cloned()
+                .collect();
+            for k in missing {
+                g.offsets.remove(&k);
+                gone.push((id.clone(), k.0, k.1));
+            }
+        }
+        for (group, topic, partition) in gone {
+            let key = RecordKey::Offset {
+                group: group.clone(),
+                topic,
+                partition,
+            };
+            self.push(&group, key, None);
+        }
+    }
+
     /// Applies one record read back from `__consumer_offsets` (log order, latest wins).
     pub fn replay(&mut self, key: RecordKey, value: Option<RecordValue>, now_ms: i64) {
         let group_id = key.group().to_string();

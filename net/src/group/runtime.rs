@@ -32,6 +32,8 @@ use crate::registry::Partition;
 
 /// How often timeouts are checked (session, rebalance, initial delay, retention).
 const TICK_INTERVAL_MS: u64 = 100;
+/// How often offsets of deleted topics are dropped.
+const CLEANUP_INTERVAL_MS: i64 = 5_000;
 /// Bytes read per step while loading a partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
 /// Largest batch the coordinator appends (below the default max.message.bytes).
@@ -379,6 +381,7 @@ async fn append_durably(
 pub async fn run(ctx: Rc<CoreContext>) {
     let rt = &ctx.groups;
     let mut next_tick_ms = 0i64;
+    let mut next_cleanup_ms = now_ms() + CLEANUP_INTERVAL_MS;
     loop {
         // Pick up partitions that appeared (start-up, or the topic was just created).
         let owned: Vec<i32> = ctx
@@ -398,6 +401,18 @@ pub async fn run(ctx: Rc<CoreContext>) {
         if now >= next_tick_ms {
             rt.with(|c| c.tick(now));
             next_tick_ms = now + TICK_INTERVAL_MS as i64;
+        }
+        if now >= next_cleanup_ms {
+            let image = ctx.metadata();
+            rt.with(|c| {
+                c.drop_offsets_of_missing_partitions(|topic, partition| {
+                    image
+                        .topics
+                        .get(topic)
+                        .is_some_and(|t| (0..t.partitions).contains(&partition))
+                })
+            });
+            next_cleanup_ms = now + CLEANUP_INTERVAL_MS;
         }
         if rt.persist(&ctx).await {
             // Keep draining while commits arrive: each pass is one group commit.

@@ -824,3 +824,41 @@ fn a_pending_member_id_lapses_after_the_session_timeout() {
     let r = now_reply(c.join(G, join_req(&first.member_id, None, &["range"]), 20_000));
     assert_eq!(r.error, Some(GroupError::UnknownMemberId));
 }
+
+#[test]
+fn offsets_of_deleted_partitions_are_dropped_with_tombstones() {
+    let mut c = coordinator();
+    let offsets = ["kept", "deleted"]
+        .iter()
+        .map(|t| CommitOffset {
+            topic: t.to_string(),
+            partition: 0,
+            offset: 3,
+            leader_epoch: -1,
+            metadata: String::new(),
+        })
+        .collect();
+    c.commit_offsets(
+        CommitRequest {
+            group_id: G.into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            offsets,
+        },
+        0,
+    )
+    .unwrap();
+    c.take_outbox();
+    c.drop_offsets_of_missing_partitions(|t, _| t == "kept");
+    let left: Vec<String> = c
+        .fetch_offsets(G, None)
+        .into_iter()
+        .map(|(t, _, _)| t)
+        .collect();
+    assert_eq!(left, vec!["kept".to_string()]);
+    let out = c.take_outbox();
+    assert_eq!(out.len(), 1);
+    assert!(matches!(&out[0].key, RecordKey::Offset { topic, .. } if topic == "deleted"));
+    assert!(out[0].value.is_none());
+}

@@ -46,6 +46,16 @@ pub async fn handle(
         }
         shape.push((name, indexes));
     }
+    // As Kafka: offsets of partitions that do not exist are refused, per partition.
+    let image = ctx.metadata();
+    let known = |o: &CommitOffset| {
+        image
+            .topics
+            .get(&o.topic)
+            .is_some_and(|t| (0..t.partitions).contains(&o.partition))
+    };
+    let exists: Vec<bool> = offsets.iter().map(known).collect();
+    let offsets: Vec<CommitOffset> = offsets.into_iter().filter(|o| known(o)).collect();
     let commit = CommitRequest {
         group_id: group_id.clone(),
         generation_id: request.generation_id_or_member_epoch,
@@ -70,6 +80,7 @@ pub async fn handle(
         Ok(codes) => (codes.into_iter(), 0),
         Err(code) => (Vec::new().into_iter(), code),
     };
+    let mut exists = exists.into_iter();
     let topics = shape
         .into_iter()
         .map(|(name, indexes)| {
@@ -79,7 +90,11 @@ pub async fn handle(
                     indexes
                         .into_iter()
                         .map(|i| {
-                            let code = per_partition.next().unwrap_or(whole);
+                            let code = if exists.next().unwrap_or(false) {
+                                per_partition.next().unwrap_or(whole)
+                            } else {
+                                GroupError::UnknownTopicOrPartition.code()
+                            };
                             OffsetCommitResponsePartition::default()
                                 .with_partition_index(i)
                                 .with_error_code(code)
