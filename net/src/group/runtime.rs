@@ -224,17 +224,30 @@ impl GroupRuntime {
         for r in out {
             by_partition.entry(r.partition).or_default().push(r);
         }
-        let mut result = Ok(());
-        for (partition, recs) in by_partition {
-            let kv: Vec<(Bytes, Option<Bytes>)> = recs
-                .iter()
-                .map(|r| records::encode(&r.key, r.value.as_ref()))
-                .collect();
-            if let Err(e) = append_durably(ctx, partition, &kv).await {
-                tracing::error!(partition, error = %e, "cannot persist coordinator records");
-                result = Err(PersistFailed);
-            }
-        }
+        // Partitions are appended and flushed concurrently: one group commit for all.
+        let writes = by_partition
+            .into_iter()
+            .map(|(partition, recs)| async move {
+                let kv: Vec<(Bytes, Option<Bytes>)> = recs
+                    .iter()
+                    .map(|r| records::encode(&r.key, r.value.as_ref()))
+                    .collect();
+                let outcome = append_durably(ctx, partition, &kv).await;
+                if let Err(e) = &outcome {
+                    tracing::error!(partition, error = %e, "cannot persist coordinator records");
+                }
+                outcome
+            })
+            .collect();
+        let result = if crate::join::join_all(writes)
+            .await
+            .iter()
+            .all(Result::is_ok)
+        {
+            Ok(())
+        } else {
+            Err(PersistFailed)
+        };
         self.with(|c| c.mark_durable(last_seq, result));
         true
     }
