@@ -185,6 +185,49 @@ mod tests {
     }
 
     #[test]
+    fn pipelined_responses_are_matched_to_their_requests() {
+        use kafka_protocol::messages::{
+            MetadataRequest, TopicName, metadata_request::MetadataRequestTopic,
+        };
+        use kafka_protocol::protocol::StrBytes;
+        let broker = fake(1, None);
+        let addr = broker.addr.clone();
+        let names = block_on(move || async move {
+            let cfg = conn::ConnConfig {
+                max_in_flight: 3,
+                ..Default::default()
+            };
+            let conn = Rc::new(conn::Connection::connect(&addr, &cfg).await.unwrap());
+            // 40 requests from concurrent tasks, at most 3 in flight; each asks for a different
+            // topic, so a response handed to the wrong caller shows up as a wrong name.
+            let tasks: Vec<_> = (0..40)
+                .map(|i| {
+                    let conn = conn.clone();
+                    glommio::spawn_local(async move {
+                        let mut t = MetadataRequestTopic::default();
+                        t.name = Some(TopicName(StrBytes::from_string(format!("topic-{i}"))));
+                        let mut req = MetadataRequest::default();
+                        req.topics = Some(vec![t]);
+                        let r = conn.call(&req).await.unwrap();
+                        let got = r.topics[0].name.as_ref().unwrap().0.to_string();
+                        (format!("topic-{i}"), got)
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await);
+            }
+            out
+        })
+        .unwrap();
+        assert_eq!(names.len(), 40);
+        for (want, got) in names {
+            assert_eq!(want, got);
+        }
+    }
+
+    #[test]
     fn connect_to_closed_port_is_an_error() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
