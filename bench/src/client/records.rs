@@ -202,8 +202,8 @@ impl BatchBuilder {
                 Compression::None => out.put_slice(records),
                 Compression::Gzip => codec::Gzip::compress(out, fill)?,
                 Compression::Snappy => codec::Snappy::compress(out, fill)?,
-                Compression::Lz4 => codec::Lz4::compress(out, fill)?,
-                Compression::Zstd => codec::Zstd::compress(out, fill)?,
+                Compression::Lz4 => lz4_frame(out, records)?,
+                Compression::Zstd => zstd_frame(out, records)?,
             }
             Ok(())
         };
@@ -216,6 +216,47 @@ impl BatchBuilder {
         self.record_count = 0;
         Ok(out.freeze())
     }
+}
+
+/// Zstd level for batches (Kafka's and librdkafka's default).
+const ZSTD_LEVEL: i32 = 3;
+
+thread_local! {
+    /// One zstd context per thread, reused: creating a context per batch costs more than
+    /// compressing a 16 KB batch.
+    static ZSTD: std::cell::RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_frame(out: &mut BytesMut, records: &[u8]) -> anyhow::Result<()> {
+    ZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some((zstd::bulk::Compressor::new(ZSTD_LEVEL)?, Vec::new()));
+        }
+        let Some((c, scratch)) = slot.as_mut() else {
+            anyhow::bail!("zstd context missing");
+        };
+        scratch.clear();
+        scratch.reserve(zstd::zstd_safe::compress_bound(records.len()));
+        c.compress_to_buffer(records, scratch)?;
+        out.put_slice(scratch);
+        Ok(())
+    })
+}
+
+/// LZ4 frame at the fast level, as librdkafka writes by default (kafka-protocol's own codec
+/// uses the much slower high-compression mode, which made the load tool the bottleneck).
+fn lz4_frame(out: &mut BytesMut, records: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut enc = lz4::EncoderBuilder::new()
+        .level(0)
+        .block_mode(lz4::BlockMode::Independent)
+        .build(out.writer())?;
+    enc.write_all(records)?;
+    let (_, r) = enc.finish();
+    r?;
+    Ok(())
 }
 
 /// One decoded batch header with its (decompressed) record bytes.
