@@ -188,6 +188,10 @@ pub struct E2eArgs {
 /// `bench disk`.
 #[derive(Args, Debug, Clone)]
 pub struct DiskArgs {
+    /// Accepted so every bench subcommand takes the same flag; the disk test needs no broker.
+    #[arg(long, default_value = DEFAULT_BOOTSTRAP, env = "GREGOR_BOOTSTRAP")]
+    #[allow(dead_code)]
+    bootstrap: String,
     /// Directory to measure.
     #[arg(long, default_value = "./data")]
     data_dir: std::path::PathBuf,
