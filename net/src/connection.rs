@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes};
-use futures_lite::FutureExt;
+use futures_lite::{AsyncReadExt, FutureExt};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
@@ -97,7 +97,37 @@ pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr
             }
         }
     }
+    if ctx.draining.get() {
+        close_gracefully(&mut stream).await;
+    }
     tracing::debug!(%peer, core = ctx.core_id, "connection closed");
+}
+
+/// How long a connection closed by a shutdown waits for the client to close its side.
+pub const DRAIN_LINGER_MS: u64 = 1_000;
+
+/// Ends a connection at shutdown without losing answers already sent: FIN after the last
+/// response, then read and discard what the client had already pipelined (requests we will
+/// not answer; it resends them elsewhere) until it closes or [`DRAIN_LINGER_MS`] pass.
+/// Closing with unread bytes in the receive buffer would send an RST instead, and an RST makes
+/// the client's kernel drop responses it received but the client had not read yet, so an
+/// appended Produce would look unanswered and be retried: a duplicate.
+async fn close_gracefully(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let discard = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let linger = glommio::timer::sleep(std::time::Duration::from_millis(DRAIN_LINGER_MS));
+    discard
+        .or(async {
+            linger.await;
+        })
+        .await;
 }
 
 /// Parses the header and dispatches one request.

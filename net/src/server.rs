@@ -56,6 +56,8 @@ pub enum ServerError {
 
 /// Messages from the main thread to a core.
 enum Control {
+    /// Every core is ready: start accepting connections.
+    Accept,
     /// Stop accepting, let connections finish, then acknowledge.
     Drain,
     /// Close every log and stop.
@@ -213,6 +215,9 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
             }
         }
     }
+    for c in &controls {
+        let _ = c.send(Control::Accept);
+    }
     tracing::info!(
         address = %local_addr,
         cores,
@@ -285,16 +290,26 @@ async fn core_main(setup: CoreSetup) -> Result<(), String> {
     }
     crate::admin::open_all_owned(&ctx).await;
     tracing::debug!(core, partitions = ctx.registry.len(), "core ready");
-    let accept_task = glommio::spawn_local(accept_loop(ctx.clone(), listener));
     glommio::spawn_local(retention_loop(ctx.clone())).detach();
     glommio::spawn_local(crate::group::runtime::run(ctx.clone())).detach();
     let _ = ready.send(Ok(core));
 
+    // Accept only once every core has opened its partitions: a request routed to a core
+    // still recovering its logs would get NOT_LEADER_OR_FOLLOWER. Until then connections
+    // wait in the listen backlog.
+    let mut message = control.recv_async().await;
+    let mut accept_task = None;
+    if let Ok(Control::Accept) = message {
+        accept_task = Some(glommio::spawn_local(accept_loop(ctx.clone(), listener)));
+        message = control.recv_async().await;
+    }
     // Drain first (Close straight away only if the main thread is gone).
-    if let Ok(Control::Drain) = control.recv_async().await {
+    if let Ok(Control::Drain) = message {
         ctx.draining.set(true);
         ctx.drain_signal.notify_all();
-        accept_task.cancel().await;
+        if let Some(task) = accept_task {
+            task.cancel().await;
+        }
         let deadline = glommio::timer::sleep(Duration::from_millis(DRAIN_TIMEOUT_MS));
         let drained = async {
             while ctx.open_connections.get() > 0 {
