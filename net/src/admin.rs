@@ -55,6 +55,16 @@ fn fail(error: ResponseError, message: impl Into<String>) -> AdminResult {
     }
 }
 
+/// Deleting `__consumer_offsets` or changing its partition count would silently move every
+/// group to another partition (placement is hash(group) % partitions), losing their offsets,
+/// so clients may not do either.
+fn internal_topic_refused(name: &str) -> AdminResult {
+    fail(
+        ResponseError::InvalidRequest,
+        format!("'{name}' is an internal topic: it cannot be deleted or repartitioned"),
+    )
+}
+
 /// Runs an admin request (on [`METADATA_CORE`] only). Results are in request order.
 pub async fn execute(ctx: &Rc<CoreContext>, request: AdminRequest) -> Vec<AdminResult> {
     if ctx.core_id != METADATA_CORE {
@@ -75,6 +85,10 @@ pub async fn execute(ctx: &Rc<CoreContext>, request: AdminRequest) -> Vec<AdminR
         AdminRequest::DeleteTopics { names } => {
             let mut results = Vec::with_capacity(names.len());
             for name in names {
+                if name == crate::group::OFFSETS_TOPIC {
+                    results.push(internal_topic_refused(&name));
+                    continue;
+                }
                 if !ctx.metadata().topics.contains_key(&name) {
                     results.push(fail(
                         ResponseError::UnknownTopicOrPartition,
@@ -92,6 +106,10 @@ pub async fn execute(ctx: &Rc<CoreContext>, request: AdminRequest) -> Vec<AdminR
         } => {
             let mut results = Vec::with_capacity(topics.len());
             for (name, count) in topics {
+                if name == crate::group::OFFSETS_TOPIC {
+                    results.push(internal_topic_refused(&name));
+                    continue;
+                }
                 let Some(current) = ctx.metadata().topics.get(&name).map(|t| t.partitions) else {
                     results.push(fail(
                         ResponseError::UnknownTopicOrPartition,

@@ -12,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from confluent_kafka.admin import NewTopic
 
@@ -515,6 +515,19 @@ def test_offsets_topic_is_internal_compacted_and_replayed(broker_factory, topic_
     assert "__consumer_offsets" in gregor("topics", "list", "--internal", "--bootstrap", b.bootstrap)
     described = gregor("topics", "describe", "__consumer_offsets", "--bootstrap", b.bootstrap)
     assert "PartitionCount: 2" in described
+    # Deleting or repartitioning it would move every group's offsets: refused.
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewPartitions
+
+    a = admin(b.bootstrap)
+    for fut in (
+        a.delete_topics(["__consumer_offsets"], request_timeout=T)["__consumer_offsets"],
+        a.create_partitions([NewPartitions("__consumer_offsets", 4)], request_timeout=T)["__consumer_offsets"],
+    ):
+        with pytest.raises(KafkaException) as refused:
+            fut.result(timeout=T)
+        assert refused.value.args[0].code() == KafkaError.INVALID_REQUEST
+    assert "PartitionCount: 2" in gregor("topics", "describe", "__consumer_offsets", "--bootstrap", b.bootstrap)
     b.kill()
     start_after_kill(b)
     c = group_consumer(b.bootstrap, g)
