@@ -117,16 +117,13 @@ impl SegFile {
         matches!(self, SegFile::Dma(_))
     }
 
-    /// A buffer for a write of `len` bytes (Dma: `len` must be a multiple of the block).
+    /// A buffer for a write of `len` bytes (Dma: `len` must be a multiple of the block). Its
+    /// contents are unspecified: the caller writes every byte (the padding as zeros), so the
+    /// append path does not clear the whole buffer only to copy over it.
     pub(crate) fn alloc(&self, len: usize) -> WriteBuf {
         match self {
             SegFile::Std(_) => WriteBuf::Heap(vec![0u8; len]),
-            SegFile::Dma(f) => {
-                let mut buf = f.alloc_dma_buffer(len);
-                // The padding past the data goes to disk: keep it deterministic (zeros).
-                buf.as_bytes_mut().fill(0);
-                WriteBuf::Dma(buf)
-            }
+            SegFile::Dma(f) => WriteBuf::Dma(f.alloc_dma_buffer(len)),
         }
     }
 

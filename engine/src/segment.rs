@@ -664,6 +664,9 @@ impl Segment {
         let mut stamped = Vec::with_capacity(parts.iter().map(|p| p.infos.len()).sum());
         {
             let dst = buf.as_mut_slice();
+            // The padding past the data goes to disk: keep it deterministic (zeros). Every
+            // byte before it is copied over below.
+            dst[data_end..].fill(0);
             {
                 let m = self.meta.borrow();
                 debug_assert_eq!(m.tail.len(), prefix_len);
