@@ -104,11 +104,13 @@ def test_sigterm_under_load_is_clean_and_loses_nothing(broker_factory, topic_nam
         assert sum(len(v) for v in log.values()) == len(acked) + duplicates
         lost_at_shutdown = [d for d in dups if d[2] < boundary[d[0]] <= d[3]]
         if lost_at_shutdown:
+            # Every acknowledged record is there (checked above); but a client retried after the
+            # restart a batch that was appended before the signal, so it never saw its answer.
             pytest.xfail(
-                "known broker bug (net/): a Produce appended just before SIGTERM got no answer "
-                "(the connection was closed, likely with the client's next request unread, so the "
-                "kernel's RST discards the response), so the client retried after the restart: "
-                f"{lost_at_shutdown[:3]} (shutdown boundary {boundary})"
+                "known issue: the answer to a Produce appended just before SIGTERM did not reach "
+                "the client (seen with kafka-python, about 1 run in 3, also after net's FIN-close "
+                "fix accb660; broker-side or a client dropping data read together with EOF is not "
+                f"yet known): {lost_at_shutdown[:3]} (shutdown boundary {boundary})"
             )
         xfail_on_in_life_duplicates(dups)
     finally:
