@@ -275,3 +275,34 @@ def broker_rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def free_port_outside_ephemeral_range() -> int:
+    """A free port below the kernel's ephemeral range. Tests that restart a broker on the same
+    port use it: while the broker is down, clients reconnecting get ephemeral local ports, and
+    one of them could take a port picked from that range, making the restart fail with
+    EADDRINUSE."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    import random as _random
+
+    for _ in range(1000):
+        port = _random.randrange(10000, max(10001, low - 1))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def stable_port_broker(broker_factory, **kwargs):
+    """A broker (from the conftest factory) listening on a port outside the ephemeral range."""
+    b = broker_factory(start=False, **kwargs)
+    b.port = free_port_outside_ephemeral_range()
+    b.start()
+    return b

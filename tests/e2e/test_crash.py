@@ -13,13 +13,21 @@ Short form (CI): 20 kill rounds with acks=all, 6 with acks=1. `--long` multiplie
 """
 
 import random
+import socket
+import struct
 import threading
 import time
 from collections import defaultdict
 
 import pytest
-from clients import create_topic, end_offsets, forget_broker, read_partitions
-from conftest import free_port
+from clients import (
+    create_topic,
+    end_offsets,
+    forget_broker,
+    free_port_outside_ephemeral_range,
+    read_partitions,
+    stable_port_broker,
+)
 from confluent_kafka import Producer
 
 PARTITIONS = 4
@@ -166,7 +174,7 @@ def recovered_ends(broker, topic: str) -> dict:
     """Starts the killed broker on a private port (so no producer can write yet), returns each
     partition's recovered log end, and kills it again. Raises if any partition is not served."""
     real_port = broker.port
-    broker.port = free_port()
+    broker.port = free_port_outside_ephemeral_range()
     try:
         broker.start()
         ends = end_offsets(broker.bootstrap, topic, range(PARTITIONS))
@@ -226,7 +234,7 @@ def check_log(name_to_writer, log: dict, acked, boundaries, acked_must_survive: 
 
 
 def run_crash_rounds(broker_factory, topic: str, acks, rounds: int, acked_must_survive: bool):
-    broker = broker_factory()
+    broker = stable_port_broker(broker_factory)
     create_topic(broker.bootstrap, topic, partitions=PARTITIONS)
     writers = [
         ConfluentWriter("cf0", broker.bootstrap, topic, acks),
@@ -279,9 +287,10 @@ def run_crash_rounds(broker_factory, topic: str, acks, rounds: int, acked_must_s
 
 KNOWN_IN_LIFE_DUPLICATES = (
     "known broker bug (net/): now and then a Produce answer says NOT_LEADER_OR_FOLLOWER (6) for "
-    "partitions whose batches were appended, with no crash involved, so the client's retry "
-    "duplicates them (seen about once in 8 runs, kafka-python, ~1 s into a broker life; likely the "
-    "cross-core call's fallback in routing::merge)"
+    "partitions whose batches were appended, with no crash involved, so a client's retry "
+    "duplicates them; seen with multi-partition requests split over both cores, roughly once per "
+    "10-20k such requests (test_produce_errors_are_never_given_for_appended_batches reproduces it "
+    "with raw requests about every other run)"
 )
 
 
@@ -304,3 +313,65 @@ def test_sigkill_never_corrupts_acks_1(broker_factory, topic_name, long_runs):
     acknowledged); what acks=1 can lose is unflushed data on a power loss, which a process kill
     cannot show (docs/RELIABILITY.md)."""
     run_crash_rounds(broker_factory, topic_name, 1, rounds=6 * long_runs, acked_must_survive=True)
+
+
+def multi_partition_produce(corr: int, topic: str, values) -> bytes:
+    """Produce v3, acks=-1, one single-record batch per partition (partition i gets values[i])."""
+    from clients import raw_request
+    from test_hostile import build_v2_batch
+
+    t = topic.encode()
+    body = struct.pack(">hhi", -1, -1, 30000) + struct.pack(">i", 1) + struct.pack(">h", len(t)) + t
+    body += struct.pack(">i", len(values))
+    for p, v in enumerate(values):
+        batch = build_v2_batch([v])
+        body += struct.pack(">ii", p, len(batch)) + batch
+    return raw_request(0, 3, corr, body)
+
+
+def test_produce_errors_are_never_given_for_appended_batches(broker_factory, topic_name):
+    """Raw multi-partition Produce requests (the partitions are spread over both cores, so each
+    request is split and merged) from 8 connections: a partition answered with an error must
+    not have been appended, or a client's retry duplicates it. No crash is involved here, so
+    the only correct outcome is: every answer is success, and the log holds exactly the
+    answered records."""
+    from clients import recv_frame
+
+    broker = broker_factory()
+    create_topic(broker.bootstrap, topic_name, partitions=PARTITIONS)
+    answered_ok, answered_error = set(), {}
+    deadline = time.monotonic() + 4.0
+
+    def run(c: int):
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=30) as s:
+            seq = 0
+            while time.monotonic() < deadline:
+                values = [f"raw{c}:{p}:{seq:09d}".encode() for p in range(PARTITIONS)]
+                s.sendall(multi_partition_produce(seq, topic_name, values))
+                frame = recv_frame(s)
+                (tlen,) = struct.unpack(">h", frame[8:10])
+                off = 10 + tlen + 4  # correlation id, topic count, name, partition count
+                for _ in range(PARTITIONS):
+                    p, err = struct.unpack(">ih", frame[off : off + 6])
+                    off += 22  # index, error, base offset, log append time (v3)
+                    (answered_ok.add(values[p]) if err == 0 else answered_error.__setitem__(values[p], err))
+                seq += 1
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    log = read_partitions(broker.bootstrap, topic_name, end_offsets(broker.bootstrap, topic_name, range(PARTITIONS)))
+    stored = [v for p in log for _, v in log[p]]
+    assert len(stored) == len(set(stored)), "a batch was stored twice"
+    assert set(stored) >= answered_ok, "an acknowledged record is missing"
+    assert len(answered_ok) > 1000, f"only {len(answered_ok)} records answered"
+    appended_but_failed = {v: e for v, e in answered_error.items() if v in set(stored)}
+    not_appended_failures = {v: e for v, e in answered_error.items() if v not in set(stored)}
+    assert not not_appended_failures, f"errors for a healthy broker: {list(not_appended_failures.items())[:5]}"
+    if appended_but_failed:
+        pytest.xfail(
+            f"{KNOWN_IN_LIFE_DUPLICATES}; raw repro: answered error for appended batches "
+            f"{list(appended_but_failed.items())[:4]} out of {len(answered_ok)} successes"
+        )

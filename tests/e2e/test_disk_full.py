@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import pytest
-from clients import create_topic, end_offsets, producer, read_partitions
+from clients import create_topic, end_offsets, free_port_outside_ephemeral_range, producer, read_partitions
 from confluent_kafka import KafkaError, KafkaException
 
 FS_BYTES = 8 << 20
@@ -54,6 +54,7 @@ def test_disk_full_gives_storage_error_and_recovers(broker_factory, small_fs, to
     filler.write_bytes(os.urandom(FILLER_BYTES))
     broker = broker_factory(start=False)
     broker.data_dir = data_dir
+    broker.port = free_port_outside_ephemeral_range()
     broker.start()
     try:
         create_topic(broker.bootstrap, topic_name)

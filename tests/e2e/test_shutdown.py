@@ -10,8 +10,14 @@ import threading
 import time
 
 import pytest
-from clients import create_topic, end_offsets, forget_broker, read_partitions
-from conftest import free_port
+from clients import (
+    create_topic,
+    end_offsets,
+    forget_broker,
+    free_port_outside_ephemeral_range,
+    read_partitions,
+    stable_port_broker,
+)
 from confluent_kafka import Consumer, TopicPartition
 from test_crash import PARTITIONS, ConfluentWriter, KafkaPythonWriter, check_log, xfail_on_in_life_duplicates
 
@@ -42,7 +48,7 @@ def long_polling_consumer(bootstrap: str, topic: str, stop: threading.Event):
 
 
 def test_sigterm_under_load_is_clean_and_loses_nothing(broker_factory, topic_name):
-    broker = broker_factory()
+    broker = stable_port_broker(broker_factory)
     create_topic(broker.bootstrap, topic_name, partitions=PARTITIONS)
     writers = [
         ConfluentWriter("cf0", broker.bootstrap, topic_name, "all"),
@@ -77,7 +83,7 @@ def test_sigterm_under_load_is_clean_and_loses_nothing(broker_factory, topic_nam
         # The log ends at shutdown, read on a private port no producer knows, then a clean stop
         # again: a copy on both sides of this boundary is an acknowledgement lost at shutdown.
         real_port = broker.port
-        broker.port = free_port()
+        broker.port = free_port_outside_ephemeral_range()
         broker.start()
         boundary = end_offsets(broker.bootstrap, topic_name, range(PARTITIONS))
         forget_broker(broker.bootstrap)

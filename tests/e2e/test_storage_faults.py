@@ -20,7 +20,14 @@ import time
 from pathlib import Path
 
 import pytest
-from clients import consume_assigned, create_topic, end_offsets_many, producer, read_to_ends
+from clients import (
+    consume_assigned,
+    create_topic,
+    end_offsets_many,
+    producer,
+    read_to_ends,
+    stable_port_broker,
+)
 from confluent_kafka import Producer
 from conftest import gregor_bin
 
@@ -143,7 +150,7 @@ class Case:
 
 
 def run_round(broker_factory, rng: random.Random, clean: bool, kinds, topics_per_round: int):
-    broker = broker_factory(extra_args=["--set", "auto.create.topics.enable=false"])
+    broker = stable_port_broker(broker_factory, extra_args=["--set", "auto.create.topics.enable=false"])
     topics = [f"faults-{i}-{rng.randrange(1 << 30):x}" for i in range(topics_per_round)]
     for t in topics:
         create_topic(
@@ -201,7 +208,7 @@ def test_damaged_indexes(broker_factory, clean, long_runs):
 
 
 def metadata_broker(broker_factory):
-    broker = broker_factory()
+    broker = stable_port_broker(broker_factory)
     create_topic(broker.bootstrap, "meta-a", partitions=2)
     create_topic(broker.bootstrap, "meta-b", partitions=1, config={"retention.ms": "123456789"})
     p = producer(broker.bootstrap, acks="all")
