@@ -306,3 +306,21 @@ def stable_port_broker(broker_factory, **kwargs):
     b.port = free_port_outside_ephemeral_range()
     b.start()
     return b
+
+
+def wait_port_released(port: int, timeout_s: float = 10.0) -> float:
+    """Waits until 127.0.0.1:port can be bound again (as the broker's own bind check does, with
+    SO_REUSEADDR); returns the seconds waited. A SIGKILLed broker's listening socket can outlive
+    the process briefly: glommio's io_uring holds it through a pending accept until the kernel
+    tears the ring down, and a restart in that window fails with EADDRINUSE."""
+    started = time.monotonic()
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return time.monotonic() - started
+            except OSError:
+                if time.monotonic() - started > timeout_s:
+                    raise AssertionError(f"port {port} still in use {timeout_s}s after the broker exited")
+                time.sleep(0.02)

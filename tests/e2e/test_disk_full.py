@@ -12,7 +12,14 @@ import subprocess
 import time
 
 import pytest
-from clients import create_topic, end_offsets, free_port_outside_ephemeral_range, producer, read_partitions
+from clients import (
+    create_topic,
+    end_offsets,
+    free_port_outside_ephemeral_range,
+    producer,
+    read_partitions,
+    wait_port_released,
+)
 from confluent_kafka import KafkaError, KafkaException
 
 FS_BYTES = 8 << 20
@@ -110,7 +117,9 @@ def test_disk_full_gives_storage_error_and_recovers(broker_factory, small_fs, to
             acked[offset] = f"more-{i}".encode()
         check_acked()
 
-        broker.restart()
+        assert broker.stop() == 0
+        wait_port_released(broker.port)
+        broker.start()
         end = check_acked()
         assert end == max(acked) + 1
     finally:

@@ -27,6 +27,7 @@ from clients import (
     producer,
     read_to_ends,
     stable_port_broker,
+    wait_port_released,
 )
 from confluent_kafka import Producer
 from conftest import gregor_bin
@@ -167,6 +168,7 @@ def run_round(broker_factory, rng: random.Random, clean: bool, kinds, topics_per
     cases = [
         Case(t, broker.data_dir / f"{t}-0", written[t], rng, clean, rng.choice(kinds)) for t in topics
     ]
+    wait_port_released(broker.port)
     broker.start()
     ends = end_offsets_many(broker.bootstrap, [(t, 0) for t in topics])
     read = read_to_ends(broker.bootstrap, ends, timeout_s=60)
@@ -221,6 +223,7 @@ def metadata_broker(broker_factory):
 def start_outcome(broker, timeout_s: float = 15.0):
     """Starts the broker binary on the damaged data dir: ('exited', code, output) if it exits,
     ('running', None, output) once it listens."""
+    wait_port_released(broker.port)
     args = [gregor_bin(), "broker", "--data-dir", str(broker.data_dir), "--listen", broker.bootstrap]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     import socket
@@ -280,6 +283,7 @@ def test_damaged_metadata_file_never_panics(broker_factory, long_runs):
         assert "panicked" not in out
         assert state == "exited" and code != 0 or state == "running", (empty, state, code)
     path.write_bytes(original)
+    wait_port_released(broker.port)
     broker.start()
     got = consume_assigned(broker.bootstrap, "meta-a", [1], 1)
     assert [m.value() for m in got] == [b"kept"]
