@@ -291,7 +291,7 @@ pub struct Envelope {
     /// The work.
     pub request: CoreRequest,
     /// Where the answer goes.
-    pub reply: flume::Sender<CoreReply>,
+    pub reply: futures_channel::oneshot::Sender<CoreReply>,
 }
 
 /// Failure to reach another core (it is shutting down or gone).
@@ -403,11 +403,20 @@ impl CoreContext {
             return Ok(Box::pin(crate::service::serve(self.clone(), request)).await);
         }
         let mesh = self.mesh.as_ref().ok_or(CoreUnreachable { core })?;
-        let (tx, rx) = flume::bounded(1);
+        // futures-channel's oneshot, not flume: with flume 0.10 a reply sent from the peer
+        // core was now and then lost (the receiver saw Disconnected after a successful send),
+        // which turned appended batches into NOT_LEADER answers and client retries.
+        let (tx, rx) = futures_channel::oneshot::channel();
         mesh.send_to(core, Envelope { request, reply: tx })
             .await
-            .map_err(|_| CoreUnreachable { core })?;
-        rx.recv_async().await.map_err(|_| CoreUnreachable { core })
+            .map_err(|e| {
+                tracing::error!(core, error = ?e, "mesh send failed");
+                CoreUnreachable { core }
+            })?;
+        rx.await.map_err(|_| {
+            tracing::error!(core, "core dropped a request without replying");
+            CoreUnreachable { core }
+        })
     }
 }
 

@@ -16,6 +16,12 @@ fn missing_partition_error(ctx: &CoreContext, topic: &str, partition: i32) -> i1
     match ctx.metadata().topics.get(topic) {
         Some(t) if partition >= 0 && partition < t.partitions => {
             // Known but not open here: being created or failed to open; clients retry.
+            tracing::warn!(
+                core = ctx.core_id,
+                topic,
+                partition,
+                "partition not open on its owner core"
+            );
             ResponseError::NotLeaderOrFollower.code()
         }
         _ => ResponseError::UnknownTopicOrPartition.code(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use futures_lite::StreamExt;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -64,11 +65,16 @@ enum Control {
     Close,
 }
 
+// Control messages cross threads (main thread to each core). futures-channel, not flume 0.10,
+// which was seen losing cross-thread messages (see `CoreContext::call`).
+type ControlSender = futures_channel::mpsc::UnboundedSender<Control>;
+type ControlReceiver = futures_channel::mpsc::UnboundedReceiver<Control>;
+
 /// A running broker.
 pub struct ServerHandle {
     local_addr: SocketAddr,
-    controls: Vec<flume::Sender<Control>>,
-    acks: flume::Receiver<usize>,
+    controls: Vec<ControlSender>,
+    acks: std::sync::mpsc::Receiver<usize>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -82,7 +88,7 @@ impl ServerHandle {
     pub fn shutdown(self) -> Result<(), ServerError> {
         tracing::info!("shutting down");
         for c in &self.controls {
-            let _ = c.send(Control::Drain);
+            let _ = c.unbounded_send(Control::Drain);
         }
         // Every core drains before any closes its logs: an in-flight request on one core may
         // still need partitions owned by another.
@@ -97,7 +103,7 @@ impl ServerHandle {
             }
         }
         for c in &self.controls {
-            let _ = c.send(Control::Close);
+            let _ = c.unbounded_send(Control::Close);
         }
         let mut result = Ok(());
         for (core, t) in self.threads.into_iter().enumerate() {
@@ -152,12 +158,12 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
     let config = Arc::new(config);
 
     let mesh: MeshBuilder<Envelope, _> = MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY);
-    let (ready_tx, ready_rx) = flume::unbounded::<Result<usize, String>>();
-    let (ack_tx, acks) = flume::unbounded::<usize>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<usize, String>>();
+    let (ack_tx, acks) = std::sync::mpsc::channel::<usize>();
     let mut controls = Vec::with_capacity(cores);
     let mut threads = Vec::with_capacity(cores);
     for (core, fd) in fds.into_iter().enumerate() {
-        let (control_tx, control_rx) = flume::unbounded();
+        let (control_tx, control_rx) = futures_channel::mpsc::unbounded();
         controls.push(control_tx);
         let placement = if cores <= online {
             Placement::Fixed(core)
@@ -216,7 +222,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
         }
     }
     for c in &controls {
-        let _ = c.send(Control::Accept);
+        let _ = c.unbounded_send(Control::Accept);
     }
     tracing::info!(
         address = %local_addr,
@@ -260,9 +266,9 @@ struct CoreSetup {
     mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
     image: MetadataImage,
     listener_fd: RawFd,
-    control: flume::Receiver<Control>,
-    ready: flume::Sender<Result<usize, String>>,
-    ack: flume::Sender<usize>,
+    control: ControlReceiver,
+    ready: std::sync::mpsc::Sender<Result<usize, String>>,
+    ack: std::sync::mpsc::Sender<usize>,
 }
 
 async fn core_main(setup: CoreSetup) -> Result<(), String> {
@@ -273,7 +279,7 @@ async fn core_main(setup: CoreSetup) -> Result<(), String> {
         mesh,
         image,
         listener_fd,
-        control,
+        mut control,
         ready,
         ack,
     } = setup;
@@ -297,14 +303,14 @@ async fn core_main(setup: CoreSetup) -> Result<(), String> {
     // Accept only once every core has opened its partitions: a request routed to a core
     // still recovering its logs would get NOT_LEADER_OR_FOLLOWER. Until then connections
     // wait in the listen backlog.
-    let mut message = control.recv_async().await;
+    let mut message = control.next().await;
     let mut accept_task = None;
-    if let Ok(Control::Accept) = message {
+    if let Some(Control::Accept) = message {
         accept_task = Some(glommio::spawn_local(accept_loop(ctx.clone(), listener)));
-        message = control.recv_async().await;
+        message = control.next().await;
     }
     // Drain first (Close straight away only if the main thread is gone).
-    if let Ok(Control::Drain) = message {
+    if let Some(Control::Drain) = message {
         ctx.draining.set(true);
         ctx.drain_signal.notify_all();
         if let Some(task) = accept_task {
@@ -319,7 +325,7 @@ async fn core_main(setup: CoreSetup) -> Result<(), String> {
         futures_lite::future::or(drained, deadline).await;
         let _ = ack.send(core);
         // Keep serving peers (they may still finish requests on our partitions) until Close.
-        let _ = control.recv_async().await;
+        let _ = control.next().await;
     }
     crate::admin::close_all(&ctx).await;
     if let Some(mesh) = &ctx.mesh {

@@ -47,7 +47,7 @@ pub async fn serve_peer(ctx: Rc<CoreContext>, receiver: ConnectedReceiver<Envelo
         glommio::spawn_local(async move {
             let reply = serve(ctx, envelope.request).await;
             // The caller may have given up (e.g. a fetch that already answered): ignore.
-            let _ = envelope.reply.send_async(reply).await;
+            let _ = envelope.reply.send(reply);
         })
         .detach();
     }

@@ -67,7 +67,14 @@ pub async fn handle(
                     .await;
                 let results = match reply {
                     Ok(CoreReply::Produce(r)) => Some(r),
-                    _ => None,
+                    Ok(_) => {
+                        tracing::error!(core = split.core, "produce: unexpected reply kind");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::error!(core = split.core, error = ?e, "produce: core call failed");
+                        None
+                    }
                 };
                 (split.positions, results)
             }
