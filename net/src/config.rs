@@ -128,6 +128,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "Largest request frame accepted; a longer one closes the connection.",
     },
     SettingSpec {
+        name: "max.connections",
+        kafka_name: "max.connections",
+        default: "65536",
+        doc: "Client connections the broker holds at once (split evenly over the cores); a connection beyond it is closed at once with a log line.",
+    },
+    SettingSpec {
         name: "queued.max.request.bytes",
         kafka_name: "queued.max.request.bytes",
         default: "268435456",
@@ -286,6 +292,8 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     /// Request bytes one core buffers at once.
     pub queued_max_request_bytes: usize,
+    /// Client connections held at once, broker-wide.
+    pub max_connections: usize,
     /// Cap on a Fetch response's record bytes.
     pub fetch_max_bytes: usize,
     /// Interval between retention passes.
@@ -423,6 +431,14 @@ impl ConfigBuilder {
         let queued_max_request_bytes: usize =
             parse_num::<usize>("queued.max.request.bytes", &get("queued.max.request.bytes"))?
                 .max(socket_request_max_bytes);
+        let max_connections: usize = parse_num("max.connections", &get("max.connections"))?;
+        if max_connections == 0 {
+            return Err(invalid(
+                "max.connections",
+                &get("max.connections"),
+                "must be >= 1",
+            ));
+        }
         let fetch_max_bytes: usize = parse_num("fetch.max.bytes", &get("fetch.max.bytes"))?;
         if fetch_max_bytes == 0 || fetch_max_bytes > i32::MAX as usize {
             return Err(invalid(
@@ -461,6 +477,7 @@ impl ConfigBuilder {
             num_partitions,
             socket_request_max_bytes,
             queued_max_request_bytes,
+            max_connections,
             fetch_max_bytes,
             retention_check_interval_ms: parse_num(
                 "log.retention.check.interval.ms",

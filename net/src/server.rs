@@ -336,8 +336,30 @@ async fn core_main(setup: CoreSetup) -> Result<(), String> {
 }
 
 async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
+    // Each core holds its share of `max.connections`; the kernel spreads connections over the
+    // cores' listeners, so the shares fill about evenly.
+    let max_connections_per_core = ctx.config.max_connections.div_ceil(ctx.cores).max(1);
+    let mut refused_since_log: u64 = 0;
+    let mut last_refusal_log = std::time::Instant::now() - Duration::from_secs(60);
     loop {
         match listener.accept().await {
+            Ok(stream) if ctx.open_connections.get() >= max_connections_per_core => {
+                // Refuse by closing at once, as Kafka does past max.connections; one log line
+                // per second at most, so a connection flood cannot flood the log too.
+                refused_since_log += 1;
+                if last_refusal_log.elapsed() >= Duration::from_secs(1) {
+                    tracing::warn!(
+                        core = ctx.core_id,
+                        open = ctx.open_connections.get(),
+                        limit_per_core = max_connections_per_core,
+                        refused = refused_since_log,
+                        "max.connections reached: closing new connections"
+                    );
+                    refused_since_log = 0;
+                    last_refusal_log = std::time::Instant::now();
+                }
+                drop(stream);
+            }
             Ok(stream) => {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
