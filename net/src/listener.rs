@@ -28,12 +28,32 @@ fn one_socket(addr: SocketAddr) -> nix::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// How long a start-up waits for its port to be released (a broker that was just killed keeps
+/// its listener for a few milliseconds, until the kernel tears its io_uring down).
+const BIND_RETRY_MS: u64 = 2_000;
+
+/// A plain bind, retried briefly while the address is in use.
+fn bind_probe(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(BIND_RETRY_MS);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Binds `count` listening sockets on `addr`; returns them with the actual bound address.
 ///
 /// SO_REUSEPORT would also let a second broker share a port already in use, silently
 /// splitting the clients between two processes; a plain bind first makes that an error.
 pub fn bind_all(addr: SocketAddr, count: usize) -> std::io::Result<(Vec<OwnedFd>, SocketAddr)> {
-    let probe = std::net::TcpListener::bind(addr)?;
+    let probe = bind_probe(addr)?;
     let addr = probe.local_addr()?;
     drop(probe);
     let first = one_socket(addr)?;
