@@ -12,5 +12,12 @@ if ! command -v kcat >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
 fi
 
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "installing Node.js (Debian packages) for the kafkajs tests"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+(cd "$here/js" && npm ci --silent --no-audit --no-fund)
+
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$here/requirements.txt"
-echo "test dependencies ready: $(kcat -V | head -1 | cut -c1-40)..., $(python3 -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.version(), "kafka-python", kafka.__version__)')"
+echo "test dependencies ready: $(kcat -V | head -1 | cut -c1-40)..., $(python3 -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.version(), "kafka-python", kafka.__version__)')", kafkajs $(node -p 'require("'"$here"'/js/node_modules/kafkajs/package.json").version')"
