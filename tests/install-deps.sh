@@ -20,4 +20,5 @@ fi
 (cd "$here/js" && npm ci --silent --no-audit --no-fund)
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$here/requirements.txt"
-echo "test dependencies ready: $(kcat -V | head -1 | cut -c1-40)..., $(python3 -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.version(), "kafka-python", kafka.__version__)')", kafkajs $(node -p 'require("'"$here"'/js/node_modules/kafkajs/package.json").version')"
+kafkajs_version=$(cd "$here/js" && node -p 'require("kafkajs/package.json").version')
+echo "test dependencies ready: $(kcat -V | head -1 | cut -c1-40)..., $(python3 -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.version(), "kafka-python", kafka.__version__)'), kafkajs $kafkajs_version"
