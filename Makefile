@@ -2,7 +2,7 @@
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: run build test test-deps test-rust test-e2e lint fmt
+.PHONY: run build test test-deps test-rust test-e2e test-fuzz lint fmt
 
 ## Start the broker on its embedded default: data in ./data, listener 127.0.0.1:9092, all cores.
 run:
@@ -11,8 +11,8 @@ run:
 build:
 	$(CARGO) build -p gregor-tools
 
-## Install what the tests need (kcat, Python clients), then run every test.
-test: test-deps lint test-rust test-e2e
+## Install what the tests need (kcat, Python clients, kafkajs, cargo-fuzz), then run every test.
+test: test-deps lint test-rust test-e2e test-fuzz
 
 test-deps:
 	bash tests/install-deps.sh
@@ -27,7 +27,14 @@ test-rust:
 test-e2e: build
 	cd tests && $(PYTHON) -m pytest
 
+## Replays the stored fuzz corpus, then fuzzes each target for FUZZ_SECONDS (default 60).
+FUZZ_SECONDS ?= 60
+test-fuzz:
+	bash fuzz/run.sh --replay
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
 fmt:
 	$(CARGO) fmt --all
 
 -include bench/bench.mk
+-include perf.mk
