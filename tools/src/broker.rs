@@ -96,6 +96,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
     if !ignored_env.is_empty() {
         tracing::debug!(vars = ?ignored_env, "GREGOR_* environment variables that are not broker settings");
     }
+    raise_open_file_limit();
     match gregor_net::run_until_signal(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -103,5 +104,34 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             eprintln!("gregor broker: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Every connection and segment file is a descriptor, and the common soft default (1024) is far
+/// below what `max.connections` allows: raise the soft limit to the hard one, as servers do.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass, which lives on our stack.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads the struct we pass; raising the soft limit up to the hard limit
+    // needs no privilege and affects only this process.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::debug!(
+            from = before,
+            to = limit.rlim_max,
+            "raised the open file limit"
+        );
+    } else {
+        tracing::warn!(soft = before, "could not raise the open file limit");
     }
 }
