@@ -221,7 +221,7 @@ def check_log(name_to_writer, log: dict, acked, boundaries, acked_must_survive: 
                 o1 = first_at[raw]
                 if not any(o1 < b[p] <= offset for b in boundaries):
                     # No crash between the copies: the broker told the client a write failed
-                    # although it was appended (see KNOWN_IN_LIFE_DUPLICATES).
+                    # although it was appended (see IN_LIFE_DUPLICATES).
                     in_life.append((p, raw, o1, offset))
                 duplicates += 1
                 continue
@@ -287,21 +287,17 @@ def run_crash_rounds(broker_factory, topic: str, acks, rounds: int, acked_must_s
     return acked_count
 
 
-KNOWN_IN_LIFE_DUPLICATES = (
-    "known broker bug (net/): now and then a Produce answer says NOT_LEADER_OR_FOLLOWER (6) for "
-    "partitions whose batches were appended, with no crash involved, so a client's retry "
-    "duplicates them; seen with multi-partition requests split over both cores, roughly once per "
-    "10-20k such requests (test_produce_errors_are_never_given_for_appended_batches reproduces it "
-    "with raw requests about every other run)"
+IN_LIFE_DUPLICATES = (
+    "a Produce answer said error for partitions whose batches were appended, with no crash "
+    "between the copies, so a client's retry duplicated them (the bug fixed in 08fc89c: a "
+    "cross-core reply lost by flume 0.10 turned into NOT_LEADER_OR_FOLLOWER)"
 )
 
 
 def xfail_on_in_life_duplicates(in_life: list):
-    """Every other check has passed when this runs. Duplicates without a crash between them are
-    a known intermittent bug: the test reports it as an expected failure rather than passing
-    silently (a strict xfail marker cannot express an intermittent bug)."""
-    if in_life:
-        pytest.xfail(f"{KNOWN_IN_LIFE_DUPLICATES}: {in_life[:3]}")
+    """Every other check has passed when this runs. Duplicates without a crash between them
+    mean the broker answered an error for an appended batch: a bug, so the test fails."""
+    assert not in_life, f"{IN_LIFE_DUPLICATES}: {in_life[:3]}"
 
 
 def test_sigkill_loses_no_acknowledged_record_acks_all(broker_factory, topic_name, long_runs):
@@ -372,8 +368,7 @@ def test_produce_errors_are_never_given_for_appended_batches(broker_factory, top
     appended_but_failed = {v: e for v, e in answered_error.items() if v in set(stored)}
     not_appended_failures = {v: e for v, e in answered_error.items() if v not in set(stored)}
     assert not not_appended_failures, f"errors for a healthy broker: {list(not_appended_failures.items())[:5]}"
-    if appended_but_failed:
-        pytest.xfail(
-            f"{KNOWN_IN_LIFE_DUPLICATES}; raw repro: answered error for appended batches "
-            f"{list(appended_but_failed.items())[:4]} out of {len(answered_ok)} successes"
-        )
+    assert not appended_but_failed, (
+        f"{IN_LIFE_DUPLICATES}; raw repro: answered error for appended batches "
+        f"{list(appended_but_failed.items())[:4]} out of {len(answered_ok)} successes"
+    )

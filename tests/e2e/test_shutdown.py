@@ -112,14 +112,13 @@ def test_sigterm_under_load_is_clean_and_loses_nothing(broker_factory, topic_nam
         assert sum(len(v) for v in log.values()) == len(acked) + duplicates
         lost_at_shutdown = [d for d in dups if d[2] < boundary[d[0]] <= d[3]]
         if lost_at_shutdown:
-            # Every acknowledged record is there (checked above); but a client retried after the
-            # restart a batch that was appended before the signal, so it never saw its answer.
+            # Every acknowledged record is there (checked above), but a client retried after
+            # the restart a batch appended before the signal: it never saw that answer. Open
+            # (docs/RELIABILITY.md): seen with kafka-python about 1 run in 3 even after the
+            # cross-core reply fix; reported at run time, after every other check passed.
             pytest.xfail(
                 "known issue: a Produce appended just before SIGTERM was retried by its client after "
-                "the restart (seen with kafka-python about 1 run in 3; a raw-socket probe found "
-                "every appended request answered at shutdown except NOT_LEADER answers of the "
-                "in-life duplicate bug, so most likely that bug just before the signal; not "
-                f"proven): {lost_at_shutdown[:3]} (shutdown boundary {boundary})"
+                f"the restart: {lost_at_shutdown[:3]} (shutdown boundary {boundary})"
             )
         xfail_on_in_life_duplicates(dups)
     finally:
