@@ -9,6 +9,8 @@ use crate::cores::{
     CoreContext, DeleteRecordsPart, DeleteRecordsResult, FetchPart, FetchPartResult, OffsetQuery,
     OffsetResult, ProducePart, ProducePartResult, WaitPart,
 };
+use crate::join::join_all;
+use crate::log::ReadOutcome;
 use crate::registry::Partition;
 
 /// Why a partition is not served here, as a Kafka error code.
@@ -34,88 +36,160 @@ fn lookup(ctx: &CoreContext, topic: &str, partition: i32) -> Result<Rc<Partition
         .ok_or_else(|| missing_partition_error(ctx, topic, partition))
 }
 
-/// Appends each part; with `acks == -1` also waits for the data to be flushed.
+/// Appends each part; with `acks == -1` also waits for the data to be flushed. The parts are
+/// appended concurrently (each partition is its own log and file, so their writes overlap
+/// instead of waiting one behind the other), then flushed concurrently (one fdatasync per
+/// partition, all in flight at once). Results keep request order; two parts for the same
+/// partition keep theirs too, since a log queues appends in call order.
 pub async fn produce(
     ctx: &Rc<CoreContext>,
     parts: Vec<ProducePart>,
     acks: i16,
 ) -> Vec<ProducePartResult> {
-    let mut results = Vec::with_capacity(parts.len());
+    let appends: Vec<_> = parts
+        .into_iter()
+        .map(|part| append_part(ctx, part))
+        .collect();
+    let appended = join_all(appends).await;
+    let mut results = Vec::with_capacity(appended.len());
     let mut to_flush = Vec::new();
-    for part in parts {
-        let partition = match lookup(ctx, &part.topic, part.partition) {
-            Ok(p) => p,
-            Err(code) => {
-                results.push(ProducePartResult::error(code));
-                continue;
-            }
-        };
-        let Some(records) = part.records.filter(|r| !r.is_empty()) else {
-            results.push(ProducePartResult::error(
-                ResponseError::CorruptMessage.code(),
-            ));
-            continue;
-        };
-        match partition.log.append(records).await {
-            Ok(outcome) => {
-                partition.appended.notify_all();
-                if acks == -1 {
-                    to_flush.push((results.len(), partition.clone()));
-                }
-                results.push(ProducePartResult {
-                    error_code: 0,
-                    base_offset: outcome.base_offset,
-                    log_append_time_ms: outcome.log_append_time_ms,
-                    log_start_offset: outcome.log_start_offset,
-                    error_message: None,
-                });
-            }
-            Err(code) => {
-                tracing::debug!(topic = %part.topic, partition = part.partition, code, "append rejected");
-                results.push(ProducePartResult::error(code));
-            }
+    for (result, partition) in appended {
+        if let Some(partition) = partition.filter(|_| acks == -1 && result.error_code == 0) {
+            to_flush.push((results.len(), partition));
         }
+        results.push(result);
     }
-    for (i, partition) in to_flush {
-        if let Err(code) = partition.log.flush().await {
+    let flushes: Vec<_> = to_flush
+        .iter()
+        .map(|(_, partition)| partition.log.flush())
+        .collect();
+    for ((i, partition), flushed) in to_flush.iter().zip(join_all(flushes).await) {
+        if let Err(code) = flushed {
             tracing::warn!(topic = %partition.topic, partition = partition.index, code, "flush failed");
-            results[i] = ProducePartResult::error(code);
+            results[*i] = ProducePartResult::error(code);
         }
     }
     results
 }
 
+/// Appends one part; returns its result and, if it was appended, its partition.
+async fn append_part(
+    ctx: &CoreContext,
+    part: ProducePart,
+) -> (ProducePartResult, Option<Rc<Partition>>) {
+    let partition = match lookup(ctx, &part.topic, part.partition) {
+        Ok(p) => p,
+        Err(code) => return (ProducePartResult::error(code), None),
+    };
+    let Some(records) = part.records.filter(|r| !r.is_empty()) else {
+        return (
+            ProducePartResult::error(ResponseError::CorruptMessage.code()),
+            None,
+        );
+    };
+    match partition.log.append(records).await {
+        Ok(outcome) => {
+            partition.appended.notify_all();
+            let result = ProducePartResult {
+                error_code: 0,
+                base_offset: outcome.base_offset,
+                log_append_time_ms: outcome.log_append_time_ms,
+                log_start_offset: outcome.log_start_offset,
+                error_message: None,
+            };
+            (result, Some(partition))
+        }
+        Err(code) => {
+            tracing::debug!(topic = %part.topic, partition = part.partition, code, "append rejected");
+            (ProducePartResult::error(code), None)
+        }
+    }
+}
+
+/// A part of a fetch after its read (or its failed lookup).
+enum PartRead {
+    Missing(i16),
+    Read(Rc<Partition>, Result<ReadOutcome, i16>),
+}
+
+async fn read_part(ctx: &CoreContext, part: &FetchPart, limit: usize) -> PartRead {
+    match lookup(ctx, &part.topic, part.partition) {
+        Ok(partition) => {
+            let outcome = partition.log.read(part.fetch_offset, limit.max(1)).await;
+            PartRead::Read(partition, outcome)
+        }
+        Err(code) => PartRead::Missing(code),
+    }
+}
+
 /// Reads each part (no waiting), spending at most `max_bytes` over all of them, but always
 /// at least one batch of the first partition that has data so consumers make progress.
+///
+/// Budget is reserved in request order as if every read came back full; the parts that got
+/// some are read concurrently (their O_DIRECT reads overlap instead of waiting one behind the
+/// other), the rest one by one with what is really left. So the bytes read at once stay
+/// within `max_bytes` (plus, per part, the one batch KIP-74 lets exceed a limit).
 pub async fn fetch(
     ctx: &Rc<CoreContext>,
     parts: Vec<FetchPart>,
     max_bytes: usize,
 ) -> Vec<FetchPartResult> {
+    let mut reserved = 0usize;
+    let mut limits = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let limit = part.partition_max_bytes.min(max_bytes - reserved);
+        if limit == 0 {
+            break;
+        }
+        reserved += limit;
+        limits.push(limit);
+    }
+    let reads: Vec<_> = parts
+        .iter()
+        .zip(&limits)
+        .map(|(part, &limit)| read_part(ctx, part, limit))
+        .collect();
+    let mut early = join_all(reads).await.into_iter();
+
     let mut results = Vec::with_capacity(parts.len());
     let mut budget = max_bytes;
     let mut returned_any = false;
-    for part in parts {
-        let partition = match lookup(ctx, &part.topic, part.partition) {
-            Ok(p) => p,
-            Err(code) => {
+    for part in &parts {
+        let limit = part.partition_max_bytes.min(budget);
+        let read = match early.next() {
+            Some(read) => Some(read),
+            None if limit == 0 && returned_any => None,
+            None => Some(read_part(ctx, part, limit).await),
+        };
+        let (partition, outcome) = match read {
+            Some(PartRead::Read(partition, outcome)) => (partition, Some(outcome)),
+            Some(PartRead::Missing(code)) => {
                 results.push(FetchPartResult::error(code));
                 continue;
             }
+            None => match lookup(ctx, &part.topic, part.partition) {
+                Ok(partition) => (partition, None),
+                Err(code) => {
+                    results.push(FetchPartResult::error(code));
+                    continue;
+                }
+            },
         };
-        let limit = part.partition_max_bytes.min(budget);
-        if limit == 0 && returned_any {
-            // Budget spent: report offsets only; the client fetches the rest next time.
-            let w = partition.log.watermarks();
-            results.push(FetchPartResult {
-                error_code: 0,
-                high_watermark: w.log_end_offset,
-                log_start_offset: w.log_start_offset,
-                records: bytes::Bytes::new(),
-            });
-            continue;
-        }
-        match partition.log.read(part.fetch_offset, limit.max(1)).await {
+        let outcome = match outcome {
+            Some(outcome) if limit > 0 || !returned_any => outcome,
+            _ => {
+                // Budget spent: report offsets only; the client fetches the rest next time.
+                let w = partition.log.watermarks();
+                results.push(FetchPartResult {
+                    error_code: 0,
+                    high_watermark: w.log_end_offset,
+                    log_start_offset: w.log_start_offset,
+                    records: bytes::Bytes::new(),
+                });
+                continue;
+            }
+        };
+        match outcome {
             Ok(mut outcome) => {
                 // The engine always returns one whole batch (KIP-74); only the first
                 // partition with data may exceed the limits.
