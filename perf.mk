@@ -1,0 +1,217 @@
+# `make bench-check`: the hardware-limit measurements of issue 6, each printed as a ratio
+# against its target. Informational: it never fails on a time (CI runs it for information).
+#
+# It builds release, measures the machine first (loopback TCP with iperf3, the data
+# directory's O_DIRECT write/read bandwidth with `gregor bench disk`), starts a broker on a free
+# loopback port with a temporary data directory under PERF_DIR_PARENT, runs each load
+# PERF_RUNS times (median reported), and prints one table. Every figure and its exact command
+# are explained in docs/BENCHMARKS.md ("Hardware-limit targets").
+#
+# Overrides: PERF_RUNS=3 PERF_DIR_PARENT=<dir on the disk to judge> PERF_P1K_MESSAGES=1500000
+# PERF_P100_MESSAGES=5000000 PERF_PRODUCERS=4 PERF_LATENCY_SECS=10 PERF_JSON=out.json
+
+PERF_CARGO_TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
+PERF_GREGOR := $(PERF_CARGO_TARGET_DIR)/release/gregor
+PERF_SEGMENT_ACCESS := $(PERF_CARGO_TARGET_DIR)/release/examples/segment_access
+PERF_RUNS ?= 3
+# Not /tmp: on many systems it is tmpfs, and the point is to judge the data disk.
+PERF_DIR_PARENT ?= $(PERF_CARGO_TARGET_DIR)
+PERF_P1K_MESSAGES ?= 1500000
+PERF_P100_MESSAGES ?= 5000000
+PERF_PRODUCERS ?= 4
+PERF_LATENCY_SECS ?= 10
+PERF_JSON ?=
+
+define PERF_CHECK_PY
+import json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
+
+G, ACCESS = os.environ["PERF_GREGOR"], os.environ["PERF_SEGMENT_ACCESS"]
+RUNS = int(os.environ["PERF_RUNS"])
+P1K, P100 = os.environ["PERF_P1K_MESSAGES"], os.environ["PERF_P100_MESSAGES"]
+PRODUCERS, LAT_SECS = os.environ["PERF_PRODUCERS"], os.environ["PERF_LATENCY_SECS"]
+parent = os.environ["PERF_DIR_PARENT"]
+os.makedirs(parent, exist_ok=True)
+work = tempfile.mkdtemp(prefix="gregor-bench-check.", dir=parent)
+import atexit
+atexit.register(shutil.rmtree, work, True)  # the data directory goes, however the check ends
+data = os.path.join(work, "data")
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+def run_json(cmd, timeout=300):
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        return json.loads(out.stdout)
+    except ValueError:
+        pass
+    for line in reversed(out.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON from {' '.join(cmd)}: {out.stderr[-400:]}")
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+results, commands = {}, {}
+def record(key, values, cmd):
+    results[key] = med(values); commands[key] = cmd
+    print(f"  {key}: {results[key]}  runs {values}", flush=True)
+
+def attempt(what, f):
+    """Runs one measurement; a failure or hang is reported and leaves it n/a (never fatal)."""
+    try:
+        f()
+    except Exception as e:
+        print(f"  {what}: failed: {str(e)[:300]}", flush=True)
+
+def runs(what, f):
+    """f() RUNS times; a failed or hung run is reported and counts as missing (never fatal)."""
+    vals = []
+    for _ in range(RUNS):
+        try:
+            vals.append(f())
+        except Exception as e:
+            print(f"  {what}: run failed: {str(e)[:300]}", flush=True)
+    return vals
+
+def field(vals, *path):
+    out = []
+    for v in vals:
+        for k in path:
+            v = v[k]
+        out.append(v)
+    return out
+
+load_before = open("/proc/loadavg").read().split()[0]
+# Machine limits.
+iperf = shutil.which("iperf3")
+if iperf:
+    def tcp():
+        port = free_port()
+        srv = subprocess.Popen([iperf, "-s", "-1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            j = run_json([iperf, "-c", "127.0.0.1", "-p", str(port), "-t", "5", "-J"], timeout=30)
+        finally:
+            srv.kill(); srv.wait()
+        return j["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+    record("tcp_mb_s", runs("iperf3", tcp), "iperf3 -c 127.0.0.1 -t 5 (one stream)")
+disk = runs("disk", lambda: run_json([G, "bench", "disk", "--data-dir", work, "--size-mb", "1024", "--json"]))
+record("disk_write_mb_s", field(disk, "write_mb_per_sec"), "gregor bench disk --data-dir <dir> --size-mb 1024")
+record("disk_read_mb_s", field(disk, "read_mb_per_sec"), "(same run)")
+
+port = free_port()
+B = f"127.0.0.1:{port}"
+broker = subprocess.Popen([G, "broker", "--data-dir", data, "--listen", B], stdout=open(os.path.join(work, "broker.log"), "w"), stderr=subprocess.STDOUT)
+try:
+    for _ in range(100):
+        if subprocess.run([G, "topics", "--bootstrap", B, "list"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.2)
+    seq = [0]
+    def topic():
+        # Each run's topic is deleted once the next one is asked for, so the data directory
+        # holds at most a couple of runs (a full check writes tens of GB in total).
+        if seq[0] > 0:
+            subprocess.run([G, "topics", "--bootstrap", B, "delete", f"check-{seq[0] - 1}"], capture_output=True, timeout=60)
+        seq[0] += 1; return f"check-{seq[0]}"
+    def bench(*args, timeout=300):
+        return run_json([G, "bench", *args, "--bootstrap", B, "--json", "--no-progress"], timeout=timeout)
+    common = ["--partitions", "6", "--producers", PRODUCERS]
+    def produce(size, messages, acks):
+        return bench("produce", "--topic", topic(), *common, "--messages", messages, "--size", size, "--acks", acks)
+
+    r = runs("produce 1 KB", lambda: produce("1024", P1K, "1"))
+    record("p1k_mb_s", field(r, "mb_per_sec"), f"gregor bench produce --partitions 6 --producers {PRODUCERS} --messages {P1K} --size 1024 --acks 1")
+    record("p1k_rec_s", field(r, "records_per_sec"), "(same run)")
+    r = runs("produce 100 B", lambda: produce("100", P100, "1"))
+    record("p100_rec_s", field(r, "records_per_sec"), f"gregor bench produce --partitions 6 --producers {PRODUCERS} --messages {P100} --size 100 --acks 1")
+    r = runs("produce acks=all", lambda: produce("1024", P1K, "all"))
+    record("pall_mb_s", field(r, "mb_per_sec"), f"gregor bench produce --partitions 6 --producers {PRODUCERS} --messages {P1K} --size 1024 --acks all")
+
+    def catchup():
+        # Consume from the start of a topic written just before (most of it only on disk).
+        t = topic()
+        bench("produce", "--topic", t, *common, "--messages", P1K, "--size", "1024")
+        return bench("consume", "--topic", t, "--partitions", "6", "--messages", P1K, "--size", "1024")["mb_per_sec"]
+    record("catchup_mb_s", runs("catch-up consume", catchup), f"gregor bench consume --partitions 6 --messages {P1K} (after producing them)")
+
+    def tail():
+        # Consume from the end while producers write flat out; the consumer's window lies
+        # inside the producers' run, so its rate is what it keeps up with at the tail.
+        t = topic()
+        bench("produce", "--topic", t, "--partitions", "6", "--messages", "6", "--size", "1024")
+        out = {}
+        def produce_flat_out():
+            try:
+                out["p"] = bench("produce", "--topic", t, *common, "--size", "1024", "--duration-secs", "6", timeout=60)
+            except Exception as e:
+                out["p"] = e
+        th = threading.Thread(target=produce_flat_out); th.start(); time.sleep(1)
+        try:
+            return bench("consume", "--topic", t, "--partitions", "6", "--messages", "1000000000", "--size", "1024", "--from-latest", "--duration-secs", "4", "--timeout-secs", "5", timeout=60)["mb_per_sec"]
+        finally:
+            th.join()
+    record("tail_mb_s", runs("tail consume", tail), f"gregor bench consume --from-latest --duration-secs 4, while bench produce --producers {PRODUCERS} --size 1024 --duration-secs 6 runs")
+
+    # Latency at half the maximum 1 KB throughput (open loop, no coordinated omission).
+    rate = str(int((results.get("p1k_rec_s") or 200000) / 2))
+    r = runs("produce latency", lambda: bench("produce", "--topic", topic(), *common, "--size", "1024", "--rate", rate, "--duration-secs", LAT_SECS, "--warmup-secs", "1", timeout=int(float(LAT_SECS)) + 60))
+    record("lat_p99_ms", field(r, "latency_ms", "p99"), f"gregor bench produce --partitions 6 --producers {PRODUCERS} --size 1024 --rate {rate} --duration-secs {LAT_SECS} --warmup-secs 1")
+    record("lat_p999_ms", field(r, "latency_ms", "p999"), "(same run)")
+    r = runs("e2e latency", lambda: bench("e2e", "--topic", topic(), *common, "--size", "1024", "--rate", rate, "--duration-secs", LAT_SECS, "--verify", timeout=int(float(LAT_SECS)) + 60))
+    record("e2e_p99_ms", field(r, "latency_ms", "p99"), f"gregor bench e2e --partitions 6 --producers {PRODUCERS} --size 1024 --rate {rate} --duration-secs {LAT_SECS} --verify")
+    status = open(f"/proc/{broker.pid}/status").read()
+    results["broker_rss_peak_mb"] = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+    commands["broker_rss_peak_mb"] = "VmHWM of the broker after all of the above"
+finally:
+    broker.terminate()
+    try:
+        broker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        broker.kill()
+
+acc = runs("segment access", lambda: run_json([ACCESS, work, "1000", "1000"]))
+record("oldest_over_newest", field(acc, "oldest_over_newest"), "segment_access <dir> 1000 1000 (engine example, tail cache off)")
+shutil.rmtree(work, ignore_errors=True)
+
+def ratio(a, b):
+    a, b = results.get(a), results.get(b)
+    return None if a is None or not b else a / b
+def fmt(key):
+    v = results.get(key)
+    return "n/a" if v is None else f"{v:.0f}"
+rows = [
+    ("produce 1 KB acks=1 / disk write", ratio("p1k_mb_s", "disk_write_mb_s"), ">= 0.80", lambda v: v >= 0.8, f'{fmt("p1k_mb_s")} / {fmt("disk_write_mb_s")} MB/s'),
+    ("produce 100 B acks=1, records/s", results.get("p100_rec_s"), ">= 2e6", lambda v: v >= 2e6, ""),
+    ("acks=all / acks=1 (1 KB)", ratio("pall_mb_s", "p1k_mb_s"), ">= 0.60", lambda v: v >= 0.6, f'{fmt("pall_mb_s")} / {fmt("p1k_mb_s")} MB/s'),
+    ("tail consume / loopback TCP", ratio("tail_mb_s", "tcp_mb_s"), ">= 0.70", lambda v: v >= 0.7, f'{fmt("tail_mb_s")} / {fmt("tcp_mb_s")} MB/s'),
+    ("catch-up consume / disk read", ratio("catchup_mb_s", "disk_read_mb_s"), ">= 0.80", lambda v: v >= 0.8, f'{fmt("catchup_mb_s")} / {fmt("disk_read_mb_s")} MB/s'),
+    ("produce p99 at half max (ms)", results.get("lat_p99_ms"), "<= 2", lambda v: v <= 2, ""),
+    ("produce p99.9 at half max (ms)", results.get("lat_p999_ms"), "<= 10", lambda v: v <= 10, ""),
+    ("end-to-end p99 at half max (ms)", results.get("e2e_p99_ms"), "<= 5", lambda v: v <= 5, ""),
+    ("read oldest / newest of 1000 segments", results.get("oldest_over_newest"), "<= 1.20", lambda v: v <= 1.2, ""),
+    ("broker peak RSS (MB)", results.get("broker_rss_peak_mb"), "info", lambda v: True, "see docs/BENCHMARKS.md"),
+]
+load_after = open("/proc/loadavg").read().split()[0]
+print(f"\nbench-check {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, medians of {RUNS}, load {load_before} -> {load_after}")
+print(f"{'measure':40s} {'value':>12s} {'target':>8s}  {'':4s} detail")
+for name, v, target, ok, detail in rows:
+    shown = "n/a" if v is None else (f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}")
+    mark = "" if v is None or target == "info" else ("met" if ok(v) else "MISS")
+    print(f"{name:40s} {shown:>12s} {target:>8s}  {mark:4s} {detail}")
+if os.environ.get("PERF_JSON"):
+    json.dump({"results": results, "commands": commands}, open(os.environ["PERF_JSON"], "w"), indent=1)
+endef
+export PERF_CHECK_PY
+
+.PHONY: bench-check
+bench-check:
+	CARGO_TARGET_DIR=$(PERF_CARGO_TARGET_DIR) cargo build --release -p gregor-tools
+	CARGO_TARGET_DIR=$(PERF_CARGO_TARGET_DIR) cargo build --release -p gregor-engine --example segment_access
+	@PERF_GREGOR=$(PERF_GREGOR) PERF_SEGMENT_ACCESS=$(PERF_SEGMENT_ACCESS) PERF_RUNS=$(PERF_RUNS) \
+	PERF_DIR_PARENT=$(PERF_DIR_PARENT) PERF_P1K_MESSAGES=$(PERF_P1K_MESSAGES) \
+	PERF_P100_MESSAGES=$(PERF_P100_MESSAGES) PERF_PRODUCERS=$(PERF_PRODUCERS) \
+	PERF_LATENCY_SECS=$(PERF_LATENCY_SECS) PERF_JSON=$(PERF_JSON) python3 -c "$$PERF_CHECK_PY"
