@@ -205,7 +205,8 @@ for name, v, target, ok, detail in rows:
 if os.environ.get("PERF_JSON"):
     json.dump({"results": results, "commands": commands}, open(os.environ["PERF_JSON"], "w"), indent=1)
 endef
-export PERF_CHECK_PY
+# Exported to the bench-check recipe only, not to every target of the including Makefile.
+bench-check: export PERF_CHECK_PY := $(PERF_CHECK_PY)
 
 .PHONY: bench-check
 bench-check:
