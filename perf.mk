@@ -1,5 +1,6 @@
 # `make bench-check`: the hardware-limit measurements of issue 6, each printed as a ratio
-# against its target. Informational: it never fails on a time (CI runs it for information).
+# against its target. Informational: it never fails on a time, and CI does not run it (a full check
+# takes many minutes and tens of GB of writes; run it by hand and record the table).
 #
 # It builds release, measures the machine first (loopback TCP with iperf3, the data
 # directory's O_DIRECT write/read bandwidth with `gregor bench disk`), starts a broker on a free
