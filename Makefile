@@ -11,8 +11,9 @@ run:
 build:
 	$(CARGO) build -p gregor-tools
 
-## Install what the tests need (kcat, Python clients, kafkajs, cargo-fuzz), then run every test.
-test: test-deps lint test-rust test-e2e test-fuzz
+## Install what the tests need (kcat, Python clients, kafkajs, cargo-fuzz), then run every test
+## (the end-to-end suite last, so its pytest summary closes the output).
+test: test-deps lint test-rust test-fuzz test-e2e
 
 test-deps:
 	bash tests/install-deps.sh
