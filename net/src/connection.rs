@@ -106,28 +106,48 @@ pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr
 /// How long a connection closed by a shutdown waits for the client to close its side.
 pub const DRAIN_LINGER_MS: u64 = 1_000;
 
-/// Ends a connection at shutdown without losing answers already sent: FIN after the last
-/// response, then read and discard what the client had already pipelined (requests we will
-/// not answer; it resends them elsewhere) until it closes or [`DRAIN_LINGER_MS`] pass.
-/// Closing with unread bytes in the receive buffer would send an RST instead, and an RST makes
-/// the client's kernel drop responses it received but the client had not read yet, so an
-/// appended Produce would look unanswered and be retried: a duplicate.
+/// How long a connection closed by a shutdown keeps quiet after its last response before
+/// sending its FIN.
+pub const DRAIN_FIN_DELAY_MS: u64 = 250;
+
+/// Ends a connection at shutdown without losing answers already sent.
+///
+/// First [`DRAIN_FIN_DELAY_MS`] of silence: some clients (kafka-python 3) drop the bytes of a
+/// read that ends in EOF, so a last response arriving together with the FIN would be lost and
+/// its appended Produce retried after the restart: a duplicate. Then FIN, and read and discard
+/// what the client had already pipelined (requests we will not answer; it resends them
+/// elsewhere) until it closes or [`DRAIN_LINGER_MS`] pass. Closing with unread bytes in the
+/// receive buffer would send an RST instead, and an RST makes the client's kernel drop
+/// responses it received but had not read yet.
 async fn close_gracefully(stream: &mut TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write).await;
-    let discard = async {
-        let mut buf = vec![0u8; 64 * 1024];
-        while let Ok(n) = stream.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    let linger = glommio::timer::sleep(std::time::Duration::from_millis(DRAIN_LINGER_MS));
-    discard
+    let client_closed = discard_until_eof(stream)
         .or(async {
-            linger.await;
+            glommio::timer::sleep(std::time::Duration::from_millis(DRAIN_FIN_DELAY_MS)).await;
+            false
         })
         .await;
+    if client_closed {
+        return;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    discard_until_eof(stream)
+        .or(async {
+            glommio::timer::sleep(std::time::Duration::from_millis(DRAIN_LINGER_MS)).await;
+            false
+        })
+        .await;
+}
+
+/// Reads and drops bytes until the peer closes (true) or the connection fails (false).
+async fn discard_until_eof(stream: &mut TcpStream) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Parses the header and dispatches one request.

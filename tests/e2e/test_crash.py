@@ -283,7 +283,7 @@ def run_crash_rounds(broker_factory, topic: str, acks, rounds: int, acked_must_s
     text = broker.log_text().lower()
     assert "panick" not in text and "cannot open partition log" not in text
     print(f"{rounds} kills: {total} records in the log, {acked_count} acknowledged, {duplicates} duplicates from retries")
-    xfail_on_in_life_duplicates(in_life)
+    assert_no_in_life_duplicates(in_life)
     return acked_count
 
 
@@ -294,7 +294,7 @@ IN_LIFE_DUPLICATES = (
 )
 
 
-def xfail_on_in_life_duplicates(in_life: list):
+def assert_no_in_life_duplicates(in_life: list):
     """Every other check has passed when this runs. Duplicates without a crash between them
     mean the broker answered an error for an appended batch: a bug, so the test fails."""
     assert not in_life, f"{IN_LIFE_DUPLICATES}: {in_life[:3]}"

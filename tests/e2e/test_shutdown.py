@@ -20,7 +20,7 @@ from clients import (
     wait_port_released,
 )
 from confluent_kafka import Consumer, TopicPartition
-from test_crash import PARTITIONS, ConfluentWriter, KafkaPythonWriter, check_log, xfail_on_in_life_duplicates
+from test_crash import PARTITIONS, ConfluentWriter, KafkaPythonWriter, check_log, assert_no_in_life_duplicates
 
 EXIT_WITHIN_S = 10.0
 CLEAN_MARKER = ".clean_shutdown"
@@ -111,16 +111,13 @@ def test_sigterm_under_load_is_clean_and_loses_nothing(broker_factory, topic_nam
         assert duplicates == len(dups)
         assert sum(len(v) for v in log.values()) == len(acked) + duplicates
         lost_at_shutdown = [d for d in dups if d[2] < boundary[d[0]] <= d[3]]
-        if lost_at_shutdown:
-            # Every acknowledged record is there (checked above), but a client retried after
-            # the restart a batch appended before the signal: it never saw that answer. Open
-            # (docs/RELIABILITY.md): seen with kafka-python about 1 run in 3 even after the
-            # cross-core reply fix; reported at run time, after every other check passed.
-            pytest.xfail(
-                "known issue: a Produce appended just before SIGTERM was retried by its client after "
-                f"the restart: {lost_at_shutdown[:3]} (shutdown boundary {boundary})"
-            )
-        xfail_on_in_life_duplicates(dups)
+        # Every acknowledged record is there (checked above); a duplicate across the signal
+        # means a batch appended before it never reached its client, which retried it.
+        assert not lost_at_shutdown, (
+            f"an appended Produce went unanswered at SIGTERM and was retried: {lost_at_shutdown[:3]} "
+            f"(shutdown boundary {boundary})"
+        )
+        assert_no_in_life_duplicates(dups)
     finally:
         idle.close()
         stop_reader.set()
