@@ -1,6 +1,48 @@
 //! Splitting a request's partitions by owning core and merging the answers back in request
 //! order.
 
+use std::rc::Rc;
+
+use crate::cores::{CoreContext, CoreReply, CoreRequest};
+use crate::join::join_all;
+
+/// Sends each owning core its share of `items` at once, waits for every answer, and merges
+/// them back in request order. `request` builds one core's request from its items; `unpack`
+/// takes the per-item results out of the reply (`None` for any other kind of reply); an item
+/// whose core did not answer gets `fallback()`.
+pub async fn call_owners<T, R>(
+    ctx: &Rc<CoreContext>,
+    items: Vec<T>,
+    owner: impl Fn(&T) -> usize,
+    request: impl Fn(Vec<T>) -> CoreRequest,
+    unpack: impl Fn(CoreReply) -> Option<Vec<R>>,
+    fallback: impl Fn() -> R,
+) -> Vec<R> {
+    let total = items.len();
+    let calls = split_by_owner(items, owner).into_iter().map(|split| {
+        let ctx = ctx.clone();
+        let core = split.core;
+        let core_request = request(split.items);
+        async move { (split.positions, core, ctx.call(core, core_request).await) }
+    });
+    let answers = join_all(calls.collect())
+        .await
+        .into_iter()
+        .map(|(positions, core, reply)| {
+            // A failed call is logged by `CoreContext::call`; a wrong kind of reply is a bug.
+            let results = reply.ok().and_then(|r| {
+                let results = unpack(r);
+                if results.is_none() {
+                    tracing::error!(core, "unexpected kind of reply from a core");
+                }
+                results
+            });
+            (positions, results)
+        })
+        .collect();
+    merge(total, answers, fallback)
+}
+
 /// The items of one request owned by one core, with their positions in the request.
 #[derive(Debug)]
 pub struct Split<T> {

@@ -10,8 +10,7 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, Requ
 
 use super::topic_name;
 use crate::cores::{CoreContext, CoreReply, CoreRequest, DeleteRecordsPart, DeleteRecordsResult};
-use crate::join::join_all;
-use crate::routing::{merge, split_by_owner};
+use crate::routing::call_owners;
 
 /// Answers DeleteRecords.
 pub async fn handle(
@@ -34,29 +33,21 @@ pub async fn handle(
         }
         shape.push((name, indexes));
     }
-    let total = parts.len();
-    let splits = split_by_owner(parts, |p| ctx.owner_of(&p.topic, p.partition));
-    let calls = splits.into_iter().map(|split| {
-        let ctx = ctx.clone();
-        async move {
-            let reply = ctx
-                .call(
-                    split.core,
-                    CoreRequest::DeleteRecords { parts: split.items },
-                )
-                .await;
-            let results = match reply {
-                Ok(CoreReply::DeleteRecords(r)) => Some(r),
-                _ => None,
-            };
-            (split.positions, results)
-        }
-    });
-    let answers = join_all(calls.collect()).await;
-    let mut results = merge(total, answers, || DeleteRecordsResult {
-        error_code: ResponseError::NotLeaderOrFollower.code(),
-        low_watermark: -1,
-    })
+    let mut results = call_owners(
+        ctx,
+        parts,
+        |p| ctx.owner_of(&p.topic, p.partition),
+        |parts| CoreRequest::DeleteRecords { parts },
+        |reply| match reply {
+            CoreReply::DeleteRecords(r) => Some(r),
+            _ => None,
+        },
+        || DeleteRecordsResult {
+            error_code: ResponseError::NotLeaderOrFollower.code(),
+            low_watermark: -1,
+        },
+    )
+    .await
     .into_iter();
     let topics = shape
         .into_iter()

@@ -16,8 +16,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, RequestHeader};
 
 use super::topic_name;
 use crate::cores::{CoreContext, CoreReply, CoreRequest, FetchPart, FetchPartResult, WaitPart};
-use crate::join::join_all;
-use crate::routing::{merge, split_by_owner};
+use crate::routing::{call_owners, split_by_owner};
 
 /// Longest a fetch may wait, whatever the client asks: bounds how long a connection (and a
 /// shutdown) can be held by one request.
@@ -162,30 +161,18 @@ async fn read_round(
     parts: &[FetchPart],
     max_bytes: usize,
 ) -> Vec<FetchPartResult> {
-    let splits = split_by_owner(parts.to_vec(), |p| ctx.owner_of(&p.topic, p.partition));
-    let calls = splits.into_iter().map(|split| {
-        let ctx = ctx.clone();
-        async move {
-            let reply = ctx
-                .call(
-                    split.core,
-                    CoreRequest::Fetch {
-                        parts: split.items,
-                        max_bytes,
-                    },
-                )
-                .await;
-            let results = match reply {
-                Ok(CoreReply::Fetch(r)) => Some(r),
-                _ => None,
-            };
-            (split.positions, results)
-        }
-    });
-    let answers = join_all(calls.collect()).await;
-    merge(parts.len(), answers, || {
-        FetchPartResult::error(ResponseError::NotLeaderOrFollower.code())
-    })
+    call_owners(
+        ctx,
+        parts.to_vec(),
+        |p| ctx.owner_of(&p.topic, p.partition),
+        |parts| CoreRequest::Fetch { parts, max_bytes },
+        |reply| match reply {
+            CoreReply::Fetch(r) => Some(r),
+            _ => None,
+        },
+        || FetchPartResult::error(ResponseError::NotLeaderOrFollower.code()),
+    )
+    .await
 }
 
 /// Returns when any involved core reports new data, or after `timeout`.

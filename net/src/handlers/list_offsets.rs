@@ -10,8 +10,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestH
 
 use super::topic_name;
 use crate::cores::{CoreContext, CoreReply, CoreRequest, OffsetQuery, OffsetResult};
-use crate::join::join_all;
-use crate::routing::{merge, split_by_owner};
+use crate::routing::call_owners;
 
 /// Answers ListOffsets.
 pub async fn handle(
@@ -36,27 +35,22 @@ pub async fn handle(
         }
         shape.push((name, indexes));
     }
-    let total = queries.len();
-    let splits = split_by_owner(queries, |q| ctx.owner_of(&q.topic, q.partition));
-    let calls = splits.into_iter().map(|split| {
-        let ctx = ctx.clone();
-        async move {
-            let reply = ctx
-                .call(split.core, CoreRequest::ListOffsets { parts: split.items })
-                .await;
-            let results = match reply {
-                Ok(CoreReply::ListOffsets(r)) => Some(r),
-                _ => None,
-            };
-            (split.positions, results)
-        }
-    });
-    let answers = join_all(calls.collect()).await;
-    let mut results = merge(total, answers, || OffsetResult {
-        error_code: ResponseError::NotLeaderOrFollower.code(),
-        timestamp: -1,
-        offset: -1,
-    })
+    let mut results = call_owners(
+        ctx,
+        queries,
+        |q| ctx.owner_of(&q.topic, q.partition),
+        |parts| CoreRequest::ListOffsets { parts },
+        |reply| match reply {
+            CoreReply::ListOffsets(r) => Some(r),
+            _ => None,
+        },
+        || OffsetResult {
+            error_code: ResponseError::NotLeaderOrFollower.code(),
+            timestamp: -1,
+            offset: -1,
+        },
+    )
+    .await
     .into_iter();
     let topics = shape
         .into_iter()

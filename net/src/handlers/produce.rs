@@ -9,8 +9,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
 
 use super::topic_name;
 use crate::cores::{CoreContext, CoreReply, CoreRequest, ProducePart, ProducePartResult};
-use crate::join::join_all;
-use crate::routing::{merge, split_by_owner};
+use crate::routing::call_owners;
 
 /// What a Produce request gets back.
 pub enum Produced {
@@ -52,37 +51,18 @@ pub async fn handle(
             .map(|_| ProducePartResult::error(ResponseError::InvalidRequiredAcks.code()))
             .collect()
     } else {
-        let splits = split_by_owner(parts, |p| ctx.owner_of(&p.topic, p.partition));
-        let calls = splits.into_iter().map(|split| {
-            let ctx = ctx.clone();
-            async move {
-                let reply = ctx
-                    .call(
-                        split.core,
-                        CoreRequest::Produce {
-                            parts: split.items,
-                            acks,
-                        },
-                    )
-                    .await;
-                let results = match reply {
-                    Ok(CoreReply::Produce(r)) => Some(r),
-                    Ok(_) => {
-                        tracing::error!(core = split.core, "produce: unexpected reply kind");
-                        None
-                    }
-                    Err(e) => {
-                        tracing::error!(core = split.core, error = ?e, "produce: core call failed");
-                        None
-                    }
-                };
-                (split.positions, results)
-            }
-        });
-        let answers = join_all(calls.collect()).await;
-        merge(total, answers, || {
-            ProducePartResult::error(ResponseError::NotLeaderOrFollower.code())
-        })
+        call_owners(
+            ctx,
+            parts,
+            |p| ctx.owner_of(&p.topic, p.partition),
+            |parts| CoreRequest::Produce { parts, acks },
+            |reply| match reply {
+                CoreReply::Produce(r) => Some(r),
+                _ => None,
+            },
+            || ProducePartResult::error(ResponseError::NotLeaderOrFollower.code()),
+        )
+        .await
     };
 
     if acks == 0 {
