@@ -51,6 +51,9 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// `preallocate`: reserve `segment_bytes` of disk when a segment is created (Dma backend).
     pub preallocate: bool,
+    /// `file.delete.delay.ms`: how long a segment removed by retention, DeleteRecords or
+    /// truncation stays on disk (renamed `*.deleted`) before a background thread deletes it.
+    pub file_delete_delay_ms: u64,
     /// Gregor extension (no Kafka equivalent): bytes of recently appended data kept in memory
     /// so that tail reads (consumers that keep up) never touch the disk.
     pub tail_cache_bytes: usize,
@@ -74,6 +77,7 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             preallocate: false,
+            file_delete_delay_ms: 60_000,
             tail_cache_bytes: 4 << 20,
         }
     }

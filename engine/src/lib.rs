@@ -28,6 +28,7 @@
 pub mod batch;
 mod cache;
 mod config;
+mod deleter;
 mod error;
 mod index;
 mod io;
@@ -36,6 +37,7 @@ mod segment;
 mod sync;
 
 pub use config::{BackendKind, DEFAULT_MAX_MESSAGE_BYTES, LogConfig, TimestampType};
+pub use deleter::{DELETED_SUFFIX, retire_dir, sweep_retired, wait_idle as wait_for_deletions};
 pub use error::{LogError, kafka_code};
 pub use log::{
     AppendInfo, CLEAN_SHUTDOWN_FILE, LOG_START_CHECKPOINT_FILE, Log, ReadResult, segment_file_name,

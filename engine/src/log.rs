@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 /// Marker written by [`Log::close`]; its presence at open means the indexes can be trusted.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
@@ -234,6 +235,11 @@ impl Log {
             true
         });
         for name in others {
+            if name.ends_with(crate::deleter::DELETED_SUFFIX) {
+                // Retired by a previous process that stopped before deleting it.
+                crate::deleter::schedule(dir.join(&name), Duration::ZERO);
+                continue;
+            }
             // Indexes without a log, and leftovers of interrupted renames, are garbage.
             let orphan_index = ["index", "timeindex"].iter().any(|ext| {
                 name.strip_suffix(&format!(".{ext}"))
@@ -751,7 +757,7 @@ impl Log {
             }
             self.remove_leading_segments(|segs, i| segs[i + 1].base_offset <= target)
         };
-        Self::delete_segment_files(removed);
+        self.delete_segment_files(removed);
         Ok(self.log_start.get())
     }
 
@@ -777,10 +783,12 @@ impl Log {
         removed
     }
 
-    fn delete_segment_files(removed: Vec<Rc<Segment>>) {
-        // Readers holding an Rc keep reading through their open descriptors.
+    fn delete_segment_files(&self, removed: Vec<Rc<Segment>>) {
+        // Readers holding an Rc keep reading through their open descriptors, and the delay
+        // gives them time to finish before the blocks are freed.
+        let delay = Duration::from_millis(self.config().file_delete_delay_ms);
         for seg in removed {
-            seg.remove_files();
+            seg.retire_files(delay);
         }
     }
 
@@ -815,8 +823,9 @@ impl Log {
             segs.drain(keep..).rev().collect()
         };
         // Newest first, so a crash midway leaves a prefix of the old log, never a hole.
+        let delay = Duration::from_millis(config.file_delete_delay_ms);
         for seg in &removed {
-            seg.remove_files();
+            seg.retire_files(delay);
         }
         let remaining = self.segments.borrow().last().cloned();
         match remaining {
@@ -901,7 +910,7 @@ impl Log {
             }
             removed
         };
-        Self::delete_segment_files(removed);
+        self.delete_segment_files(removed);
         if config.flush_ms != u64::MAX
             && now_ms - self.last_flush_ms.get() >= config.flush_ms as i64
         {
@@ -945,7 +954,9 @@ impl Log {
         let _guard = self.write_lock.lock().await;
         self.closed.set(true);
         self.cache.borrow_mut().clear();
-        std::fs::remove_dir_all(&self.dir)?;
+        // Renamed away at once (a topic re-created with this name starts empty), deleted in
+        // the background (freeing blocks would stall this thread).
+        crate::deleter::retire_dir(&self.dir)?;
         Ok(())
     }
 

@@ -776,12 +776,17 @@ impl Segment {
         self.load_tail().await
     }
 
-    pub(crate) fn remove_files(&self) {
+    /// Renames the segment's files to `*.deleted` and leaves their deletion to the deleter
+    /// thread after `delay` (freeing the blocks stalls the calling thread for milliseconds).
+    pub(crate) fn retire_files(&self, delay: std::time::Duration) {
         for p in [&self.log_path, &self.index_path, &self.time_index_path] {
-            if let Err(e) = std::fs::remove_file(p)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %p.display(), error = %e, "could not delete segment file");
+            if let Err(e) = crate::deleter::retire(p, delay) {
+                tracing::warn!(path = %p.display(), error = %e, "could not retire segment file; deleting it now");
+                if let Err(e) = std::fs::remove_file(p)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %p.display(), error = %e, "could not delete segment file");
+                }
             }
         }
     }

@@ -505,3 +505,79 @@ async fn cancelled_group_writer_hands_over(backend: BackendKind, dir: PathBuf) {
 }
 
 both_backends!(cancelled_group_writer_hands_over);
+
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Removed segments are renamed `*.deleted` at once and deleted later by the background
+/// thread (after `file_delete_delay_ms`); leftovers of a stopped process are deleted by the
+/// next open, and the log's data is unaffected throughout.
+async fn delayed_file_deletion(backend: BackendKind, dir: PathBuf) {
+    let config = LogConfig {
+        file_delete_delay_ms: 3_600_000,
+        ..small_config()
+    };
+    let log = Log::open(&dir, config.clone(), backend).await.unwrap();
+    fill(&log, 300, 0, 1000).await;
+    log.set_high_watermark(log.log_end_offset());
+    let start = log
+        .delete_records_before(log.log_end_offset() / 2)
+        .await
+        .unwrap();
+    assert!(start > 0);
+    // Retired, not deleted: an hour's delay.
+    let names = names_in(&dir);
+    let retired = names.iter().filter(|n| n.ends_with(".deleted")).count();
+    assert!(retired >= 3, "{names:?}");
+    assert!(!dir.join(gregor_engine::segment_file_name(0)).exists());
+    assert!(gregor_engine::wait_for_deletions(
+        std::time::Duration::from_secs(10)
+    ));
+    assert_eq!(
+        names_in(&dir)
+            .iter()
+            .filter(|n| n.ends_with(".deleted"))
+            .count(),
+        retired,
+        "deleted before its delay"
+    );
+    let end = log.log_end_offset();
+    log.close().await.unwrap();
+
+    // The next open deletes what the previous process left retired, keeps everything else.
+    let log = Log::open(&dir, config, backend).await.unwrap();
+    assert!(gregor_engine::wait_for_deletions(
+        std::time::Duration::from_secs(10)
+    ));
+    let names = names_in(&dir);
+    assert!(!names.iter().any(|n| n.ends_with(".deleted")), "{names:?}");
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(
+        first_base(&log.read(start, 1 << 20, end).await.unwrap().data),
+        Some(start)
+    );
+
+    // With no delay, retention's files are gone once the thread has run.
+    log.set_config(LogConfig {
+        file_delete_delay_ms: 0,
+        retention_bytes: 0,
+        retention_ms: -1,
+        ..small_config()
+    });
+    log.enforce_retention(1000).await.unwrap();
+    assert!(gregor_engine::wait_for_deletions(
+        std::time::Duration::from_secs(10)
+    ));
+    let names = names_in(&dir);
+    assert!(!names.iter().any(|n| n.ends_with(".deleted")), "{names:?}");
+    assert_eq!(log.segment_count(), 1);
+}
+
+both_backends!(delayed_file_deletion);

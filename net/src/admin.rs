@@ -412,7 +412,7 @@ pub async fn open_owned(
         let dir = partition_dir(&ctx.config.data_dir, topic, index);
         if fresh
             && dir.exists()
-            && let Err(e) = std::fs::remove_dir_all(&dir)
+            && let Err(e) = gregor_engine::retire_dir(&dir)
         {
             tracing::error!(topic, partition = index, error = %e, "cannot remove stale partition directory");
             continue;

@@ -200,6 +200,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "Default index.interval.bytes of topics: bytes between sparse index entries.",
     },
     SettingSpec {
+        name: "log.segment.delete.delay.ms",
+        kafka_name: "log.segment.delete.delay.ms",
+        default: "60000",
+        doc: "Default file.delete.delay.ms of topics: how long a segment removed by retention or DeleteRecords stays on disk (renamed *.deleted) before a background thread deletes it.",
+    },
+    SettingSpec {
         name: "log.message.timestamp.type",
         kafka_name: "log.message.timestamp.type",
         default: "CreateTime",

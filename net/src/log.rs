@@ -79,6 +79,7 @@ pub fn log_config(config: &TopicConfig) -> LogConfig {
             TimestampType::CreateTime
         },
         max_message_bytes: config.max_message_bytes.min(u64::from(u32::MAX)) as u32,
+        file_delete_delay_ms: config.file_delete_delay_ms,
         ..LogConfig::default()
     }
 }
@@ -200,7 +201,7 @@ impl PartitionLog {
     /// `Closed` errors on append; open file handles keep their reads working.
     pub async fn delete(&self) -> Result<(), ErrorCode> {
         self.log.close().await.map_err(|e| code(&e))?;
-        std::fs::remove_dir_all(self.log.dir())
+        gregor_engine::retire_dir(self.log.dir())
             .map_err(|_| kafka_protocol::ResponseError::KafkaStorageError.code())
     }
 }

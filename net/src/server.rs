@@ -126,6 +126,11 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
         path: config.data_dir.clone(),
         source,
     })?;
+    // Partition directories retired by a previous run (deleted topics) that it did not get
+    // to delete before it stopped.
+    if let Err(e) = gregor_engine::sweep_retired(&config.data_dir) {
+        tracing::warn!(error = %e, "cannot scan the data directory for retired partitions");
+    }
     let image = MetadataImage::load(&config.data_dir)?;
     if image.epoch == 0 && image.topics.is_empty() {
         // Persist the cluster id now so it survives a restart even with no topics.

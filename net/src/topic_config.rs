@@ -14,6 +14,7 @@ pub const BROKER_DEFAULT_NAMES: &[(&str, &str)] = &[
     ("log.flush.interval.ms", "flush.ms"),
     ("log.index.interval.bytes", "index.interval.bytes"),
     ("log.message.timestamp.type", "message.timestamp.type"),
+    ("log.segment.delete.delay.ms", "file.delete.delay.ms"),
 ];
 
 /// Topic configs with a fixed value on a single-node broker: accepted only at that value so
@@ -60,6 +61,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         "flush.messages" => int(1),
         "flush.ms" => int(0),
         "index.interval.bytes" => int(0),
+        "file.delete.delay.ms" => int(0),
         "message.timestamp.type" => match value {
             "CreateTime" | "LogAppendTime" => Ok(()),
             _ => Err("expected CreateTime or LogAppendTime".to_string()),
@@ -113,6 +115,8 @@ pub struct TopicConfig {
     pub index_interval_bytes: u64,
     /// Broker assigns timestamps (LogAppendTime) instead of the producer (CreateTime).
     pub log_append_time: bool,
+    /// How long a removed segment stays on disk before background deletion, ms.
+    pub file_delete_delay_ms: u64,
 }
 
 impl TopicConfig {
@@ -139,6 +143,7 @@ impl TopicConfig {
             flush_ms: num("flush.ms", i64::MAX).max(0) as u64,
             index_interval_bytes: num("index.interval.bytes", 4096).max(0) as u64,
             log_append_time: get("message.timestamp.type").as_deref() == Some("LogAppendTime"),
+            file_delete_delay_ms: num("file.delete.delay.ms", 60_000).max(0) as u64,
         }
     }
 }

@@ -141,6 +141,13 @@ def pytest_addoption(parser):
         default=False,
         help="reliability suite: 10x the crash rounds and fault cases (not for CI)",
     )
+    parser.addoption(
+        "--soak-minutes",
+        type=float,
+        default=0,
+        help="run the soak test for this many minutes (default: its 60 s short form)",
+    )
+    parser.addoption("--soak-report", default=None, help="write the soak's per-window table (Markdown) here")
 
 
 @pytest.fixture
