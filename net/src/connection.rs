@@ -13,7 +13,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 
 use crate::cores::CoreContext;
-use crate::framing::{FrameError, read_frame_body, read_frame_len, write_frame};
+use crate::framing::{FrameError, read_frame_body, read_frame_len, write_frame, write_frame_parts};
 use crate::handlers::{self, Reply, RequestError};
 
 /// Decrements the connection count when the connection task ends, however it ends.
@@ -78,6 +78,12 @@ pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr
         match reply {
             Ok(Ok(Reply::Frame(frame))) => {
                 if let Err(e) = write_frame(&mut stream, &frame).await {
+                    tracing::debug!(%peer, error = %e, "write failed");
+                    break;
+                }
+            }
+            Ok(Ok(Reply::Parts(parts))) => {
+                if let Err(e) = write_frame_parts(&mut stream, &parts).await {
                     tracing::debug!(%peer, error = %e, "write failed");
                     break;
                 }

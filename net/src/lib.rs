@@ -28,6 +28,7 @@ pub mod routing;
 pub mod server;
 pub mod service;
 pub mod topic_config;
+pub mod vectored;
 
 pub use config::{BrokerConfig, ConfigBuilder, ConfigError};
 pub use server::{ServerError, ServerHandle, run_until_signal, start};

@@ -206,3 +206,14 @@ async fn wait_any(ctx: &Rc<CoreContext>, waits: Vec<WaitPart>, timeout: Duration
     let timer = glommio::timer::sleep(timeout);
     futures_lite::future::or(first, timer).await;
 }
+
+/// The record data of every partition in a response (for an encoder that references it).
+pub fn record_slices(response: &FetchResponse) -> Vec<Bytes> {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .filter_map(|p| p.records.clone())
+        .filter(|r| !r.is_empty())
+        .collect()
+}

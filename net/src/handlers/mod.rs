@@ -127,6 +127,8 @@ pub enum RequestError {
 pub enum Reply {
     /// A complete frame (length prefix included).
     Frame(Bytes),
+    /// A complete frame in parts that reference record data (see `crate::vectored`).
+    Parts(Vec<Bytes>),
     /// Nothing (Produce with acks=0).
     None,
     /// Nothing, and close the connection (a failed Produce with acks=0, as Kafka does).
@@ -203,7 +205,20 @@ pub async fn dispatch(
                 produce::Produced::SilentFailure => Reply::Close,
             }
         }
-        ApiKey::Fetch => respond!(FetchRequest, fetch),
+        ApiKey::Fetch => {
+            let request: FetchRequest = decode(key, version, &mut body)?;
+            let response = fetch::handle(ctx, header, request).await;
+            // Record batches go out by reference, not copied into the frame.
+            let shared = fetch::record_slices(&response);
+            Reply::Parts(crate::vectored::encode_frame_parts(
+                key,
+                version,
+                cid,
+                header_version,
+                &response,
+                shared,
+            )?)
+        }
         ApiKey::ListOffsets => respond!(ListOffsetsRequest, list_offsets),
         ApiKey::CreateTopics => respond!(CreateTopicsRequest, create_topics),
         ApiKey::DeleteTopics => respond!(DeleteTopicsRequest, delete_topics),
