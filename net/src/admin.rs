@@ -381,6 +381,7 @@ pub async fn apply_change(ctx: &Rc<CoreContext>, change: &MetadataChange) {
                     tracing::error!(topic = %name, partition = partition.index, code, "cannot delete partition log");
                 }
             }
+            ctx.registry.rebalance_cache();
         }
         MetadataChange::SetConfigs { name, .. } => {
             if let Some(meta) = image.topics.get(name) {
@@ -417,7 +418,15 @@ pub async fn open_owned(
             tracing::error!(topic, partition = index, error = %e, "cannot remove stale partition directory");
             continue;
         }
-        match PartitionLog::open(&dir, config.clone(), ctx.config.storage_backend).await {
+        let cache_bytes = ctx.registry.cache_share_bytes(1);
+        match PartitionLog::open(
+            &dir,
+            config.clone(),
+            ctx.config.storage_backend,
+            cache_bytes,
+        )
+        .await
+        {
             Ok(log) => {
                 ctx.registry.insert(Partition {
                     topic: topic.to_string(),
@@ -431,6 +440,7 @@ pub async fn open_owned(
             }
         }
     }
+    ctx.registry.rebalance_cache();
 }
 
 /// Opens every partition this core owns in the current snapshot (at start-up).

@@ -140,6 +140,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "Request bytes a core buffers at once; readers wait for room (at least socket.request.max.bytes).",
     },
     SettingSpec {
+        name: "tail.cache.bytes.per.core",
+        kafka_name: "-",
+        default: "268435456",
+        doc: "Memory each core may use to keep recently appended batches for tail fetches, shared equally by the partitions it owns (so the total does not grow with the partition count).",
+    },
+    SettingSpec {
         name: "fetch.max.bytes",
         kafka_name: "fetch.max.bytes",
         default: "57671680",
@@ -302,6 +308,8 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// Cap on a Fetch response's record bytes.
     pub fetch_max_bytes: usize,
+    /// Tail-cache budget of each core, shared by its partitions.
+    pub tail_cache_bytes_per_core: usize,
     /// Interval between retention passes.
     pub retention_check_interval_ms: u64,
     /// tracing filter directive.
@@ -485,6 +493,10 @@ impl ConfigBuilder {
             queued_max_request_bytes,
             max_connections,
             fetch_max_bytes,
+            tail_cache_bytes_per_core: parse_num(
+                "tail.cache.bytes.per.core",
+                &get("tail.cache.bytes.per.core"),
+            )?,
             retention_check_interval_ms: parse_num(
                 "log.retention.check.interval.ms",
                 &get("log.retention.check.interval.ms"),

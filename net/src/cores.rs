@@ -346,6 +346,7 @@ impl CoreContext {
         metadata: MetadataImage,
     ) -> Self {
         let groups = crate::group::runtime::GroupRuntime::for_core(&config, &metadata);
+        let registry = PartitionRegistry::new(config.tail_cache_bytes_per_core);
         Self {
             groups,
             core_id,
@@ -354,7 +355,7 @@ impl CoreContext {
             config,
             mesh,
             metadata: RefCell::new(Rc::new(metadata)),
-            registry: PartitionRegistry::new(),
+            registry,
             admin_lock: glommio::sync::Semaphore::new(1),
             draining: Cell::new(false),
             drain_signal: LocalNotify::new(),

@@ -90,17 +90,23 @@ pub struct PartitionLog {
 }
 
 impl PartitionLog {
-    /// Opens (or creates) the log in `dir`, recovering it if it was not closed cleanly.
+    /// Opens (or creates) the log in `dir`, recovering it if it was not closed cleanly, with
+    /// `cache_bytes` of tail cache.
     pub async fn open(
         dir: &Path,
         config: TopicConfig,
         backend: StorageBackend,
+        cache_bytes: usize,
     ) -> Result<Self, LogError> {
         let backend = match backend {
             StorageBackend::Dma => BackendKind::Dma,
             StorageBackend::Std => BackendKind::Std,
         };
-        let log = Log::open(dir, log_config(&config), backend).await?;
+        let log_config = LogConfig {
+            tail_cache_bytes: cache_bytes,
+            ..log_config(&config)
+        };
+        let log = Log::open(dir, log_config, backend).await?;
         log.set_high_watermark(log.log_end_offset());
         Ok(Self { log })
     }
@@ -112,7 +118,22 @@ impl PartitionLog {
 
     /// Applies a new topic config (takes effect for the next append/roll/retention pass).
     pub fn reconfigure(&self, config: TopicConfig) {
-        self.log.set_config(log_config(&config));
+        self.log.set_config(LogConfig {
+            tail_cache_bytes: self.log.config().tail_cache_bytes,
+            ..log_config(&config)
+        });
+    }
+
+    /// Sets the bytes of recent batches kept in memory for tail fetches (the core's budget
+    /// divided among its partitions).
+    pub fn set_cache_bytes(&self, cache_bytes: usize) {
+        let config = self.log.config();
+        if config.tail_cache_bytes != cache_bytes {
+            self.log.set_config(LogConfig {
+                tail_cache_bytes: cache_bytes,
+                ..config
+            });
+        }
     }
 
     /// Appends the record batches in `records`, assigning offsets.

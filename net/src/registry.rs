@@ -20,15 +20,33 @@ pub struct Partition {
 }
 
 /// Partitions owned by the current core, by topic then index.
-#[derive(Default)]
 pub struct PartitionRegistry {
     topics: RefCell<HashMap<String, HashMap<i32, Rc<Partition>>>>,
+    /// The core's tail-cache budget (`tail.cache.bytes.per.core`), split equally.
+    tail_cache_budget_bytes: usize,
 }
 
 impl PartitionRegistry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty registry whose partitions share `tail_cache_budget_bytes` of tail cache.
+    pub fn new(tail_cache_budget_bytes: usize) -> Self {
+        PartitionRegistry {
+            topics: RefCell::default(),
+            tail_cache_budget_bytes,
+        }
+    }
+
+    /// Each partition's tail-cache share once `extra` more partitions are added.
+    pub fn cache_share_bytes(&self, extra: usize) -> usize {
+        self.tail_cache_budget_bytes / (self.len() + extra).max(1)
+    }
+
+    /// Gives every partition its equal share of the budget; call after adding or removing
+    /// partitions, so the core's total stays within the budget whatever their number.
+    pub fn rebalance_cache(&self) {
+        let share = self.cache_share_bytes(0);
+        for partition in self.all() {
+            partition.log.set_cache_bytes(share);
+        }
     }
 
     /// Looks a partition up.

@@ -17,12 +17,14 @@ from clients import (
     api_versions_v0,
     broker_rss_kib,
     create_topic,
+    end_offsets,
     produce_all,
     producer,
     raw_request,
     recv_frame,
 )
 from confluent_kafka import Consumer, TopicPartition
+from conftest import gregor_bin
 
 IDLE_CONNECTIONS = 5000
 
@@ -264,3 +266,38 @@ def test_long_lived_connection_keeps_being_served(broker_factory):
             raise AssertionError(f"connection stopped being served after {answered} requests: {e!r}")
     assert broker.proc.poll() is None
     assert "panicked" not in broker.log_text()
+
+
+def test_tail_cache_is_bounded_per_core_not_per_partition(broker_factory, topic_name):
+    """The tail cache is a per-core budget shared by the core's partitions: writing 3 MiB to
+    each of 100 partitions with a 16 MiB budget per core must not keep 300 MiB in memory (a
+    cache sized per partition would), and every record stays readable from disk."""
+    partitions, records, size = 100, 300_000, 1024
+    broker = broker_factory(extra_args=["--set", f"tail.cache.bytes.per.core={16 << 20}"])
+    rss_before = broker_rss_kib(broker.proc.pid)
+    out = subprocess.run(
+        [gregor_bin(), "bench", "produce", "--bootstrap", broker.bootstrap, "--topic", topic_name,
+         "--partitions", str(partitions), "--messages", str(records), "--size", str(size),
+         "--json", "--no-progress"],
+        capture_output=True, timeout=240,
+    )
+    assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
+    grown_mib = (broker_rss_kib(broker.proc.pid) - rss_before) / 1024
+    written_mib = records * size / (1 << 20)
+    # Budget 2 cores x 16 MiB, plus buffers in flight and allocator slack.
+    assert grown_mib < 120, f"broker RSS grew {grown_mib:.0f} MiB after {written_mib:.0f} MiB written"
+    ends = end_offsets(broker.bootstrap, topic_name, range(partitions))
+    assert sum(ends.values()) == records, ends
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "broker.address.family": "v4",
+                  "group.id": "cache-check", "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(topic_name, p, 0) for p in range(partitions)])
+        got, deadline = 0, time.monotonic() + 120
+        while got < records and time.monotonic() < deadline:
+            for msg in c.consume(num_messages=10_000, timeout=1.0):
+                assert msg.error() is None, msg.error()
+                assert len(msg.value()) == size
+                got += 1
+        assert got == records
+    finally:
+        c.close()
