@@ -89,6 +89,14 @@ impl TailCache {
         self.held_bytes = 0;
     }
 
+    /// Whether everything from `position` of segment `segment_base` to the end of the log is
+    /// cached (the cache is contiguous up to the log end).
+    pub(crate) fn holds_from(&self, segment_base: i64, position: u64) -> bool {
+        self.chunks
+            .front()
+            .is_some_and(|c| (c.segment_base, c.file_position) <= (segment_base, position))
+    }
+
     /// Drop chunks of segments below `segment_base` (deleted by retention).
     pub(crate) fn drop_segments_below(&mut self, segment_base: i64) {
         while self

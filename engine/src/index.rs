@@ -39,6 +39,15 @@ impl OffsetIndex {
         n.checked_sub(1).map(|i| self.entries[i])
     }
 
+    /// Position of the last indexed batch starting at or before `position` (a batch
+    /// boundary, as far as the index is right).
+    pub fn batch_start_at_or_below(&self, position: u64) -> Option<u64> {
+        let n = self
+            .entries
+            .partition_point(|e| (e.position as u64) <= position);
+        n.checked_sub(1).map(|i| self.entries[i].position as u64)
+    }
+
     pub fn push(&mut self, entry: OffsetEntry) {
         debug_assert!(
             self.entries

@@ -135,6 +135,68 @@ pub struct ReadResult {
     pub log_end_offset: i64,
 }
 
+/// A byte range of a segment file, for sending without copying it through user space
+/// (`sendfile`). It always holds whole batches, as far as the offset index is right (a
+/// client discards a trailing partial batch, as with Kafka).
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    /// A buffered, read-only descriptor of the segment's `.log` file. Holding it keeps the
+    /// data readable after the segment is retired, until the background deletion shrinks it.
+    pub file: std::sync::Arc<std::fs::File>,
+    /// Start of the range in the file.
+    pub position: u64,
+    /// Bytes in the range.
+    pub len: usize,
+}
+
+/// Record data of a [`Log::read_for_send`]: in memory, or a file range.
+#[derive(Debug, Clone)]
+pub enum SendData {
+    /// Whole batches in memory (the tail cache, or a read).
+    Memory(Bytes),
+    /// Whole batches still on disk.
+    File(FileRange),
+}
+
+impl Default for SendData {
+    fn default() -> Self {
+        SendData::Memory(Bytes::new())
+    }
+}
+
+impl SendData {
+    /// Bytes of record data.
+    pub fn len(&self) -> usize {
+        match self {
+            SendData::Memory(b) => b.len(),
+            SendData::File(f) => f.len,
+        }
+    }
+
+    /// Whether there is no record data.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Result of [`Log::read_for_send`].
+#[derive(Debug, Clone)]
+pub struct SendRead {
+    /// The record data.
+    pub data: SendData,
+    /// High watermark at the time of the read.
+    pub high_watermark: i64,
+    /// Log start offset at the time of the read.
+    pub log_start_offset: i64,
+    /// Log end offset at the time of the read.
+    pub log_end_offset: i64,
+}
+
+/// With the Dma backend, file ranges are handed out only this far below the active
+/// segment's write position: the buffered descriptor's readahead (up to `read_ahead_kb`,
+/// 8 MiB here) must never cache a block that an O_DIRECT append is about to rewrite.
+const SEND_FILE_MARGIN_BYTES: u64 = 16 << 20;
+
 /// A Kafka partition log stored as a directory of segments.
 ///
 /// `!Send`: it belongs to one core. With [`BackendKind::Dma`] it must be opened and used inside
@@ -563,6 +625,122 @@ impl Log {
             log_start_offset: self.log_start.get(),
             log_end_offset: self.log_end.get(),
         })
+    }
+
+    /// Like [`Log::read`], but data that is no longer in the tail cache comes back as a
+    /// [`FileRange`] of the segment file instead of being read, so the caller can send it with
+    /// `sendfile` (no user-space copy, no memory held per response). Only whole sealed data
+    /// is handed out this way: ranges below the high watermark, and with the Dma backend,
+    /// in a sealed segment or well below the active segment's write position.
+    pub async fn read_for_send(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<SendRead, LogError> {
+        let log_start = self.log_start.get();
+        let log_end = self.log_end.get();
+        if offset < log_start || offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        let limit = max_offset.min(log_end);
+        let mut data = SendData::Memory(Bytes::new());
+        let mut next = self.segment_for(offset);
+        while let Some(seg) = next {
+            if offset >= limit || seg.base_offset >= limit {
+                break;
+            }
+            if let Some(found) = self.send_segment(&seg, offset, max_bytes, limit).await? {
+                data = found;
+                break;
+            }
+            next = self.segment_after(seg.base_offset);
+        }
+        Ok(SendRead {
+            data,
+            high_watermark: self.high_watermark.get(),
+            log_start_offset: self.log_start.get(),
+            log_end_offset: self.log_end.get(),
+        })
+    }
+
+    async fn send_segment(
+        &self,
+        seg: &Rc<Segment>,
+        offset: i64,
+        max_bytes: usize,
+        limit: i64,
+    ) -> Result<Option<SendData>, LogError> {
+        let (end, next_offset) = {
+            let m = seg.meta.borrow();
+            (m.size_bytes, m.next_offset)
+        };
+        let is_active = Rc::ptr_eq(seg, &self.active());
+        let sendable_end = match (is_active, self.backend) {
+            (true, BackendKind::Dma) => end.saturating_sub(SEND_FILE_MARGIN_BYTES),
+            _ => end,
+        };
+        // Data up to `limit` only: a segment reaching past it is read (rare: the high
+        // watermark trails the log end only while an append completes).
+        if next_offset > limit || sendable_end == 0 {
+            return Ok(self
+                .read_segment(seg, offset, max_bytes, limit)
+                .await?
+                .map(SendData::Memory));
+        }
+        let interval = self.config.borrow().index_interval_bytes as usize;
+        let mut window = Window::new(2 * interval);
+        let Some((position, first)) = seg.locate(&self.cache, &mut window, offset, end).await?
+        else {
+            return Ok(None);
+        };
+        let want = (max_bytes.min(READ_WINDOW_BYTES_MAX) as u64)
+            .max(first.total_bytes)
+            .min(end - position);
+        let cached = self.cache.borrow().holds_from(seg.base_offset, position);
+        if cached || position + first.total_bytes > sendable_end {
+            return Ok(self
+                .read_segment(seg, offset, max_bytes, limit)
+                .await?
+                .map(SendData::Memory));
+        }
+        // Cut at a batch boundary known without reading the data: the segment end, or the
+        // start of an indexed batch; the first batch always goes whole (KIP-74).
+        let first_end = position + first.total_bytes;
+        let cut = if position + want >= sendable_end {
+            sendable_end.min(end)
+        } else {
+            position + want
+        };
+        let cut = if cut == end {
+            end
+        } else {
+            seg.meta
+                .borrow()
+                .index
+                .batch_start_at_or_below(cut)
+                .filter(|&p| p > first_end)
+                .unwrap_or(first_end)
+        };
+        let file = seg.send_file()?;
+        let len = (cut - position) as usize;
+        // Start reading it into the page cache now, so the send finds it there rather than
+        // blocking the sending core on the disk. Advisory: a failure changes nothing.
+        let _ = nix::fcntl::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&*file),
+            position as i64,
+            len as i64,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+        );
+        Ok(Some(SendData::File(FileRange {
+            file,
+            position,
+            len,
+        })))
     }
 
     /// The segment that would contain `offset` (the first one if `offset` precedes all).

@@ -157,6 +157,10 @@ fn offset_of_max_timestamp(batch: &[u8], facts: &BatchFacts) -> i64 {
 pub(crate) struct Segment {
     pub base_offset: i64,
     pub file: SegFile,
+    /// A second, buffered read-only descriptor of the `.log` file for zero-copy sends
+    /// (sendfile reads through the page cache; the O_DIRECT one cannot feed it). Opened on the
+    /// first send.
+    pub send_file: std::cell::OnceCell<std::sync::Arc<std::fs::File>>,
     pub log_path: PathBuf,
     pub index_path: PathBuf,
     pub time_index_path: PathBuf,
@@ -227,6 +231,7 @@ impl Segment {
         Ok(Segment {
             base_offset,
             file,
+            send_file: std::cell::OnceCell::new(),
             log_path,
             index_path,
             time_index_path,
@@ -254,6 +259,7 @@ impl Segment {
         let segment = Segment {
             base_offset,
             file,
+            send_file: std::cell::OnceCell::new(),
             log_path,
             index_path,
             time_index_path,
@@ -502,6 +508,15 @@ impl Segment {
         let mut m = self.meta.borrow_mut();
         m.synced_writes = m.synced_writes.max(covered);
         Ok(())
+    }
+
+    /// The buffered descriptor for zero-copy sends, opened on first use.
+    pub(crate) fn send_file(&self) -> std::io::Result<std::sync::Arc<std::fs::File>> {
+        if let Some(f) = self.send_file.get() {
+            return Ok(f.clone());
+        }
+        let f = std::sync::Arc::new(std::fs::File::open(&self.log_path)?);
+        Ok(self.send_file.get_or_init(|| f).clone())
     }
 
     /// Read `[position, position + len)`, from the tail cache when it holds the range.

@@ -581,3 +581,58 @@ async fn delayed_file_deletion(backend: BackendKind, dir: PathBuf) {
 }
 
 both_backends!(delayed_file_deletion);
+
+/// Reads for sending: data out of the tail cache comes back as a file range of whole batches,
+/// byte for byte what `read` returns; the cached tail comes back in memory; reads at every
+/// offset agree with `read`.
+async fn read_for_send_ranges(backend: BackendKind, dir: PathBuf) {
+    use gregor_engine::SendData;
+    use std::os::unix::fs::FileExt;
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    fill(&log, 400, 0, 1000).await;
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    let mut files = 0;
+    let mut offset = 0;
+    while offset < end {
+        let sent = log.read_for_send(offset, 3000, end).await.unwrap();
+        let bytes = match &sent.data {
+            SendData::Memory(b) => b.clone(),
+            SendData::File(range) => {
+                files += 1;
+                let mut buf = vec![0u8; range.len];
+                range.file.read_exact_at(&mut buf, range.position).unwrap();
+                Bytes::from(buf)
+            }
+        };
+        assert!(!bytes.is_empty(), "nothing at {offset}");
+        // Whole batches, the first one holding `offset`, matching what `read` returns.
+        let read = log.read(offset, 3000, end).await.unwrap().data;
+        assert_eq!(&read[..bytes.len()], &bytes[..], "at {offset}");
+        let mut tiled = 0;
+        let mut last = offset;
+        for (h, b) in BatchIter::new(&bytes) {
+            tiled += b.len();
+            last = h.base_offset.get() + h.last_offset_delta.get() as i64;
+        }
+        assert_eq!(tiled, bytes.len(), "partial batch at {offset}");
+        assert!(first_base(&bytes).unwrap() <= offset && last >= offset);
+        offset = last + 1;
+    }
+    assert!(files > 10, "only {files} reads came from files");
+    // The newest data is in the tail cache and comes back in memory.
+    let tail = log.read_for_send(end - 1, 3000, end).await.unwrap();
+    assert!(matches!(tail.data, SendData::Memory(_)));
+    // Nothing past the high watermark.
+    log.set_high_watermark(3);
+    let capped = log.read_for_send(0, 1 << 20, 3).await.unwrap();
+    assert!(matches!(capped.data, SendData::Memory(ref b) if first_base(b) == Some(0)));
+    assert_eq!(
+        capped.data.len(),
+        BatchIter::new(&log.read(0, 1 << 20, 3).await.unwrap().data)
+            .map(|(_, b)| b.len())
+            .sum::<usize>()
+    );
+}
+
+both_backends!(read_for_send_ranges);

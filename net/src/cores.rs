@@ -114,8 +114,8 @@ pub struct FetchPartResult {
     pub high_watermark: i64,
     /// Log start offset, or -1.
     pub log_start_offset: i64,
-    /// Whole batches.
-    pub records: Bytes,
+    /// Whole batches, in memory or as a segment file range (sent with `sendfile`).
+    pub records: gregor_engine::SendData,
 }
 
 impl FetchPartResult {
@@ -125,7 +125,7 @@ impl FetchPartResult {
             error_code: code,
             high_watermark: -1,
             log_start_offset: -1,
-            records: Bytes::new(),
+            records: gregor_engine::SendData::default(),
         }
     }
 }

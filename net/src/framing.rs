@@ -3,12 +3,17 @@
 //! that size is allocated.
 
 use std::io::IoSlice;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use gregor_engine::FileRange;
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::sendfile::sendfile64;
 use nix::sys::socket::{MsgFlags, sendmsg};
+
+use crate::vectored::Part;
 
 /// Smallest possible request: api key, api version, correlation id, client id length.
 pub const REQUEST_BYTES_MIN: usize = 10;
@@ -97,11 +102,43 @@ pub async fn write_frame<S: AsyncWrite + Unpin>(
 }
 
 /// Writes a response given as parts (see `crate::vectored`) with as few syscalls as the
-/// socket allows: `sendmsg` with one iovec per part while the socket takes data, and when it
-/// is full, the stream's own write (which waits for room) for the rest of the current part.
+/// socket allows: runs of memory parts with `sendmsg` and one iovec per part, file parts with
+/// `sendfile`. When the socket is full, the stream's own write (which waits for room) takes
+/// the rest of the current part (a file part through a bounded buffer).
 pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
     stream: &mut S,
-    parts: &[Bytes],
+    parts: &[Part],
+) -> std::io::Result<()> {
+    let mut i = 0;
+    while i < parts.len() {
+        match &parts[i] {
+            Part::File(range) => {
+                send_file_range(stream, range).await?;
+                i += 1;
+            }
+            Part::Memory(_) => {
+                let run_end = parts[i..]
+                    .iter()
+                    .position(|p| matches!(p, Part::File(_)))
+                    .map_or(parts.len(), |k| i + k);
+                send_memory_parts(stream, &parts[i..run_end]).await?;
+                i = run_end;
+            }
+        }
+    }
+    stream.flush().await
+}
+
+fn memory_of(part: &Part) -> &[u8] {
+    match part {
+        Part::Memory(b) => b,
+        Part::File(_) => &[],
+    }
+}
+
+async fn send_memory_parts<S: AsyncWrite + AsRawFd + Unpin>(
+    stream: &mut S,
+    parts: &[Part],
 ) -> std::io::Result<()> {
     // Bounded by IOV_MAX (1024 on Linux) per call.
     const IOVECS_PER_CALL: usize = 1024;
@@ -112,13 +149,16 @@ pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
             .iter()
             .take(IOVECS_PER_CALL)
             .enumerate()
-            .map(|(i, p)| IoSlice::new(if i == 0 { &p[offset..] } else { p }))
+            .map(|(i, p)| {
+                let bytes = memory_of(p);
+                IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes })
+            })
             .collect();
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         match sendmsg::<()>(stream.as_raw_fd(), &slices, &[], flags, None) {
             Ok(mut sent) if sent > 0 => {
                 while sent > 0 && index < parts.len() {
-                    let left = parts[index].len() - offset;
+                    let left = memory_of(&parts[index]).len() - offset;
                     if sent >= left {
                         sent -= left;
                         index += 1;
@@ -128,11 +168,18 @@ pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
                         sent = 0;
                     }
                 }
+                // Skip empty parts so the loop always makes progress.
+                while index < parts.len() && memory_of(&parts[index]).len() == offset {
+                    index += 1;
+                    offset = 0;
+                }
             }
             Ok(_) | Err(Errno::EAGAIN) => {
                 // Socket full: the peer is the bottleneck, so one send per part costs nothing
                 // that matters; the stream's write waits for room.
-                stream.write_all(&parts[index][offset..]).await?;
+                stream
+                    .write_all(&memory_of(&parts[index])[offset..])
+                    .await?;
                 index += 1;
                 offset = 0;
             }
@@ -140,7 +187,67 @@ pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
             Err(e) => return Err(std::io::Error::from(e)),
         }
     }
-    stream.flush().await
+    Ok(())
+}
+
+/// Bytes copied through memory at a time when a file part meets a full socket.
+const FILE_COPY_CHUNK_BYTES: usize = 256 << 10;
+
+async fn send_file_range<S: AsyncWrite + AsRawFd + Unpin>(
+    stream: &mut S,
+    range: &FileRange,
+) -> std::io::Result<()> {
+    let mut offset = range.position as i64;
+    let mut left = range.len;
+    while left > 0 {
+        match sendfile_nonblocking(stream.as_raw_fd(), &range.file, &mut offset, left) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment file ended before the range being sent (deleted meanwhile?)",
+                ));
+            }
+            Ok(n) => left -= n.min(left),
+            Err(Errno::EAGAIN) => {
+                // Socket full: sendfile cannot wait, so copy a bounded chunk and let the
+                // stream's write wait for room; then try sendfile again.
+                let chunk = left.min(FILE_COPY_CHUNK_BYTES);
+                let mut buf = vec![0u8; chunk];
+                std::os::unix::fs::FileExt::read_exact_at(&*range.file, &mut buf, offset as u64)?;
+                stream.write_all(&buf).await?;
+                offset += chunk as i64;
+                left -= chunk;
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(std::io::Error::from(e)),
+        }
+    }
+    Ok(())
+}
+
+/// `sendfile` that never blocks on the socket. glommio leaves accepted sockets in blocking
+/// mode (it sends with MSG_DONTWAIT), and sendfile takes no such flag, so the socket is made
+/// non-blocking for the call only. Nothing else uses the socket meanwhile: a connection
+/// handles one request at a time and reads nothing while it answers.
+fn sendfile_nonblocking(
+    socket: RawFd,
+    file: &std::fs::File,
+    offset: &mut i64,
+    count: usize,
+) -> nix::Result<usize> {
+    let flags = OFlag::from_bits_truncate(fcntl(socket, FcntlArg::F_GETFL)?);
+    let toggle = !flags.contains(OFlag::O_NONBLOCK);
+    if toggle {
+        fcntl(socket, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    }
+    // SAFETY: `socket` is the descriptor of the stream the caller borrows mutably for the
+    // whole call, so it stays open while borrowed here.
+    let socket_fd = unsafe { BorrowedFd::borrow_raw(socket) };
+    let result = sendfile64(socket_fd, file, Some(offset), count);
+    if toggle {
+        fcntl(socket, FcntlArg::F_SETFL(flags))?;
+    }
+    result
 }
 
 #[cfg(test)]
@@ -188,22 +295,37 @@ mod tests {
         ));
     }
 
-    /// Many parts through a socket whose reader is slow, so sends go partial and hit a full
-    /// buffer (EAGAIN) mid-part: the reader gets every byte, in order.
+    /// Many parts (memory and file ranges) through a socket whose reader is slow, so sends
+    /// go partial and hit a full buffer (EAGAIN) mid-part: the reader gets every byte, in
+    /// order.
     #[test]
     fn parts_survive_partial_sends_and_a_full_socket() {
         use std::io::Read;
-        let parts: Vec<Bytes> = (0..600u32)
-            .map(|i| {
-                let len = 1 + (i as usize * 7919) % 40_000;
-                Bytes::from(
-                    (0..len)
-                        .map(|j| (i as usize + j) as u8)
-                        .collect::<Vec<u8>>(),
-                )
-            })
-            .collect();
-        let expected: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        use std::io::Write;
+        // Memory parts, with file parts (sendfile) between some of them.
+        let mut file = tempfile::tempfile().unwrap();
+        let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        file.write_all(&content).unwrap();
+        let file = std::sync::Arc::new(file);
+        let mut parts = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..600u32 {
+            let len = 1 + (i as usize * 7919) % 40_000;
+            if i % 50 == 7 {
+                let position = (i as u64 * 4099) % 1_000_000;
+                let len = len * 40;
+                parts.push(Part::File(FileRange {
+                    file: file.clone(),
+                    position,
+                    len,
+                }));
+                expected.extend_from_slice(&content[position as usize..position as usize + len]);
+            } else {
+                let bytes: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+                expected.extend_from_slice(&bytes);
+                parts.push(Part::Memory(Bytes::from(bytes)));
+            }
+        }
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let total = expected.len();

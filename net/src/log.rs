@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use gregor_engine::{BackendKind, Log, LogConfig, LogError, TimestampType};
+use gregor_engine::{BackendKind, Log, LogConfig, LogError, SendData, TimestampType};
 
 use crate::config::StorageBackend;
 use crate::topic_config::TopicConfig;
@@ -33,6 +33,17 @@ pub struct AppendOutcome {
 pub struct ReadOutcome {
     /// Whole batches, possibly empty.
     pub records: Bytes,
+    /// High watermark.
+    pub high_watermark: i64,
+    /// Log start offset.
+    pub log_start_offset: i64,
+}
+
+/// What [`PartitionLog::read_for_send`] found.
+#[derive(Debug)]
+pub struct SendOutcome {
+    /// Whole batches, in memory or as a file range, possibly empty.
+    pub records: SendData,
     /// High watermark.
     pub high_watermark: i64,
     /// Log start offset.
@@ -167,6 +178,26 @@ impl PartitionLog {
             .await
             .map_err(|e| code(&e))?;
         Ok(ReadOutcome {
+            records: r.data,
+            high_watermark: r.high_watermark,
+            log_start_offset: r.log_start_offset,
+        })
+    }
+
+    /// Like [`PartitionLog::read`], but data no longer in the tail cache comes back as a file
+    /// range to send with `sendfile` (see `gregor_engine::Log::read_for_send`).
+    pub async fn read_for_send(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<SendOutcome, ErrorCode> {
+        let hw = self.log.high_watermark();
+        let r = self
+            .log
+            .read_for_send(offset, max_bytes, hw)
+            .await
+            .map_err(|e| code(&e))?;
+        Ok(SendOutcome {
             records: r.data,
             high_watermark: r.high_watermark,
             log_start_offset: r.log_start_offset,

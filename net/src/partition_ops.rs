@@ -10,8 +10,9 @@ use crate::cores::{
     OffsetResult, ProducePart, ProducePartResult, WaitPart,
 };
 use crate::join::join_all;
-use crate::log::ReadOutcome;
+use crate::log::SendOutcome;
 use crate::registry::Partition;
+use gregor_engine::SendData;
 
 /// Why a partition is not served here, as a Kafka error code.
 fn missing_partition_error(ctx: &CoreContext, topic: &str, partition: i32) -> i16 {
@@ -109,13 +110,16 @@ async fn append_part(
 /// A part of a fetch after its read (or its failed lookup).
 enum PartRead {
     Missing(i16),
-    Read(Rc<Partition>, Result<ReadOutcome, i16>),
+    Read(Rc<Partition>, Result<SendOutcome, i16>),
 }
 
 async fn read_part(ctx: &CoreContext, part: &FetchPart, limit: usize) -> PartRead {
     match lookup(ctx, &part.topic, part.partition) {
         Ok(partition) => {
-            let outcome = partition.log.read(part.fetch_offset, limit.max(1)).await;
+            let outcome = partition
+                .log
+                .read_for_send(part.fetch_offset, limit.max(1))
+                .await;
             PartRead::Read(partition, outcome)
         }
         Err(code) => PartRead::Missing(code),
@@ -184,7 +188,7 @@ pub async fn fetch(
                     error_code: 0,
                     high_watermark: w.log_end_offset,
                     log_start_offset: w.log_start_offset,
-                    records: bytes::Bytes::new(),
+                    records: SendData::default(),
                 });
                 continue;
             }
@@ -194,7 +198,7 @@ pub async fn fetch(
                 // The engine always returns one whole batch (KIP-74); only the first
                 // partition with data may exceed the limits.
                 if returned_any && outcome.records.len() > limit {
-                    outcome.records = bytes::Bytes::new();
+                    outcome.records = SendData::default();
                 }
                 budget = budget.saturating_sub(outcome.records.len());
                 returned_any |= !outcome.records.is_empty();
@@ -211,7 +215,7 @@ pub async fn fetch(
                     error_code: code,
                     high_watermark: w.log_end_offset,
                     log_start_offset: w.log_start_offset,
-                    records: bytes::Bytes::new(),
+                    records: SendData::default(),
                 });
             }
         }

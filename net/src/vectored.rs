@@ -7,6 +7,12 @@
 //! batches it was told about (by address and length) and keeps a reference to them instead of
 //! copying. Everything else (headers, offsets, lengths) is encoded into small buffers between
 //! them. The connection then sends the parts with `sendmsg` and an iovec per part.
+//!
+//! Batches still on disk come from the engine as file ranges and go out with `sendfile`. The
+//! encoder still needs a `Bytes` of the right length for them: [`FileRefs`] hands out
+//! placeholders, distinct slices of a static zero region (never touched, so it costs no
+//! memory), and [`PartsBuf`] swaps each back for its file range. A placeholder that were ever
+//! copied would send zeros, so encoding fails unless every one was swapped.
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -14,7 +20,80 @@ use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
 use kafka_protocol::protocol::buf::ByteBufMut;
 
+use gregor_engine::FileRange;
+
 use crate::handlers::RequestError;
+
+/// One piece of a response frame.
+#[derive(Debug, Clone)]
+pub enum Part {
+    /// Bytes in memory.
+    Memory(Bytes),
+    /// A range of a segment file, sent with `sendfile`.
+    File(FileRange),
+}
+
+impl Part {
+    /// Bytes in this part.
+    pub fn len(&self) -> usize {
+        match self {
+            Part::Memory(b) => b.len(),
+            Part::File(f) => f.len,
+        }
+    }
+
+    /// Whether the part is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Size of the placeholder region: the engine's largest read (8 MiB) plus room for a distinct
+/// start per file range of a response.
+const PLACEHOLDER_BYTES: usize = 16 << 20;
+
+/// Zeros in `.bss`: never written, and never read unless a placeholder is copied by mistake.
+static PLACEHOLDER: [u8; PLACEHOLDER_BYTES] = [0; PLACEHOLDER_BYTES];
+
+fn is_placeholder(b: &[u8]) -> bool {
+    let start = PLACEHOLDER.as_ptr() as usize;
+    let at = b.as_ptr() as usize;
+    at >= start && at < start + PLACEHOLDER_BYTES
+}
+
+/// The file ranges of one response, each with the placeholder that stands for it in the
+/// encoded message.
+#[derive(Default)]
+pub struct FileRefs {
+    refs: Vec<(Bytes, FileRange)>,
+}
+
+impl FileRefs {
+    /// A `Bytes` to put in the message in place of `range`. Placeholders start one byte
+    /// apart, so each is recognised by its address. If no distinct one fits (a range over
+    /// 8 MiB, or thousands of them), the range is read into memory instead (correct, slower).
+    pub fn placeholder_for(&mut self, range: FileRange) -> std::io::Result<Bytes> {
+        let start = self.refs.len();
+        if start + range.len <= PLACEHOLDER_BYTES {
+            let placeholder = Bytes::from_static(&PLACEHOLDER[start..start + range.len]);
+            self.refs.push((placeholder.clone(), range));
+            return Ok(placeholder);
+        }
+        let mut buf = vec![0u8; range.len];
+        std::os::unix::fs::FileExt::read_exact_at(&*range.file, &mut buf, range.position)?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Number of file ranges.
+    pub fn len(&self) -> usize {
+        self.refs.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.refs.is_empty()
+    }
+}
 
 /// Slices shorter than this are copied: an iovec entry and a refcount cost more than
 /// copying a small batch.
@@ -27,34 +106,71 @@ pub const PARTS_MAX: usize = 4096;
 /// An encode target that references known `Bytes` instead of copying them.
 pub struct PartsBuf {
     /// Finished parts, in order.
-    done: Vec<Bytes>,
+    done: Vec<Part>,
     /// Bytes in `done`.
     done_len: usize,
     /// The part being written.
     current: BytesMut,
     /// Slices that may be referenced, sorted by address.
     shared: Vec<Bytes>,
+    /// File placeholders (sorted by address) and their ranges.
+    files: Vec<(Bytes, FileRange)>,
+    /// File placeholders swapped so far.
+    files_swapped: usize,
+    /// A file part could not be gathered back into memory.
+    gather_error: Option<String>,
 }
 
 impl PartsBuf {
     /// A buffer that will reference any of `shared` written to it whole.
-    pub fn new(mut shared: Vec<Bytes>, capacity: usize) -> Self {
-        shared.retain(|b| b.len() >= ZERO_COPY_MIN_BYTES);
+    pub fn new(shared: Vec<Bytes>, capacity: usize) -> Self {
+        Self::with_files(shared, FileRefs::default(), capacity)
+    }
+
+    /// A buffer that also swaps the placeholders of `files` for their file ranges.
+    pub fn with_files(mut shared: Vec<Bytes>, files: FileRefs, capacity: usize) -> Self {
+        shared.retain(|b| b.len() >= ZERO_COPY_MIN_BYTES && !is_placeholder(b));
         shared.sort_unstable_by_key(|b| b.as_ptr() as usize);
+        let mut files = files.refs;
+        files.sort_unstable_by_key(|(p, _)| p.as_ptr() as usize);
         PartsBuf {
             done: Vec::new(),
             done_len: 0,
             current: BytesMut::with_capacity(capacity),
             shared,
+            files,
+            files_swapped: 0,
+            gather_error: None,
         }
     }
 
     /// The frame's parts (none empty).
-    pub fn into_parts(mut self) -> Vec<Bytes> {
+    pub fn into_parts(mut self) -> Vec<Part> {
         if !self.current.is_empty() {
-            self.done.push(self.current.freeze());
+            self.done.push(Part::Memory(self.current.freeze()));
         }
         self.done
+    }
+
+    fn find_file(&self, src: &[u8]) -> Option<FileRange> {
+        if !is_placeholder(src) {
+            return None;
+        }
+        let addr = src.as_ptr() as usize;
+        let i = self
+            .files
+            .binary_search_by_key(&addr, |(p, _)| p.as_ptr() as usize)
+            .ok()?;
+        let (placeholder, range) = &self.files[i];
+        (placeholder.len() == src.len()).then(|| range.clone())
+    }
+
+    fn finish_current(&mut self) {
+        if !self.current.is_empty() {
+            let head = self.current.split();
+            self.done_len += head.len();
+            self.done.push(Part::Memory(head.freeze()));
+        }
     }
 
     fn find_shared(&self, src: &[u8]) -> Option<Bytes> {
@@ -75,7 +191,20 @@ impl PartsBuf {
         }
         let mut all = BytesMut::with_capacity(self.done_len + self.current.len());
         for part in self.done.drain(..) {
-            all.extend_from_slice(&part);
+            match part {
+                Part::Memory(b) => all.extend_from_slice(&b),
+                Part::File(range) => {
+                    let mut buf = vec![0u8; range.len];
+                    if let Err(e) = std::os::unix::fs::FileExt::read_exact_at(
+                        &*range.file,
+                        &mut buf,
+                        range.position,
+                    ) {
+                        self.gather_error = Some(e.to_string());
+                    }
+                    all.extend_from_slice(&buf);
+                }
+            }
         }
         all.extend_from_slice(&self.current);
         self.current = all;
@@ -101,17 +230,22 @@ unsafe impl BufMut for PartsBuf {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
+        // File placeholders are always swapped (copying one would send zeros); the part
+        // limit only applies to memory references, which are equally correct copied.
+        if let Some(range) = self.find_file(src) {
+            self.finish_current();
+            self.done_len += range.len;
+            self.files_swapped += 1;
+            self.done.push(Part::File(range));
+            return;
+        }
         if src.len() >= ZERO_COPY_MIN_BYTES
             && self.done.len() + 2 < PARTS_MAX
             && let Some(shared) = self.find_shared(src)
         {
-            if !self.current.is_empty() {
-                let head = self.current.split();
-                self.done_len += head.len();
-                self.done.push(head.freeze());
-            }
+            self.finish_current();
             self.done_len += shared.len();
-            self.done.push(shared);
+            self.done.push(Part::Memory(shared));
             return;
         }
         self.current.extend_from_slice(src);
@@ -148,7 +282,8 @@ pub fn encode_frame_parts<R: Encodable>(
     header_version: i16,
     body: &R,
     shared: Vec<Bytes>,
-) -> Result<Vec<Bytes>, RequestError> {
+    files: FileRefs,
+) -> Result<Vec<Part>, RequestError> {
     let err = |e: &dyn std::fmt::Display| RequestError::Encode {
         key,
         version,
@@ -163,7 +298,12 @@ pub fn encode_frame_parts<R: Encodable>(
         .filter(|b| b.len() >= ZERO_COPY_MIN_BYTES)
         .map(|b| b.len())
         .sum();
-    let mut buf = PartsBuf::new(shared, (4 + total).saturating_sub(referenced).max(64));
+    let file_count = files.len();
+    let mut buf = PartsBuf::with_files(
+        shared,
+        files,
+        (4 + total).saturating_sub(referenced).max(64),
+    );
     buf.put_i32(total as i32);
     header
         .encode(&mut buf, header_version)
@@ -177,6 +317,14 @@ pub fn encode_frame_parts<R: Encodable>(
             4 + total
         )));
     }
+    // Every placeholder must have become its file range: one that was copied would send
+    // zeros in place of records.
+    if buf.files_swapped != file_count || buf.gather_error.is_some() {
+        return Err(err(&format!(
+            "{} of {file_count} file ranges placed ({:?})",
+            buf.files_swapped, buf.gather_error
+        )));
+    }
     Ok(buf.into_parts())
 }
 
@@ -185,6 +333,7 @@ mod tests {
     use super::*;
     use kafka_protocol::messages::FetchResponse;
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use std::io::Write;
 
     fn response(records: &[Bytes]) -> FetchResponse {
         let partitions = records
@@ -202,6 +351,26 @@ mod tests {
                 .with_topic(crate::handlers::topic_name("t"))
                 .with_partitions(partitions),
         ])
+    }
+
+    fn joined(parts: &[Part]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in parts {
+            match part {
+                Part::Memory(b) => out.extend_from_slice(b),
+                Part::File(range) => {
+                    let mut buf = vec![0u8; range.len];
+                    std::os::unix::fs::FileExt::read_exact_at(
+                        &*range.file,
+                        &mut buf,
+                        range.position,
+                    )
+                    .unwrap();
+                    out.extend_from_slice(&buf);
+                }
+            }
+        }
+        out
     }
 
     /// The parts concatenate to exactly what the copying encoder produces, in every Fetch
@@ -226,20 +395,93 @@ mod tests {
                 header_version,
                 &body,
                 records.clone(),
+                FileRefs::default(),
             )
             .unwrap();
-            let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
-            assert_eq!(joined, whole.to_vec(), "version {version}");
+            assert_eq!(joined(&parts), whole.to_vec(), "version {version}");
             for big in records.iter().filter(|r| r.len() >= ZERO_COPY_MIN_BYTES) {
                 assert!(
-                    parts
-                        .iter()
-                        .any(|p| p.as_ptr() == big.as_ptr() && p.len() == big.len()),
+                    parts.iter().any(
+                        |p| matches!(p, Part::Memory(b) if b.as_ptr() == big.as_ptr() && b.len() == big.len())
+                    ),
                     "a {} B batch was copied (v{version})",
                     big.len()
                 );
             }
         }
+    }
+
+    /// File ranges become file parts, in place, and the frame equals the copying encoder's
+    /// output for the same bytes; small ones too (placeholders are never copied).
+    #[test]
+    fn file_ranges_become_file_parts() {
+        let mut file = tempfile::tempfile().unwrap();
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&content).unwrap();
+        let file = std::sync::Arc::new(file);
+        let ranges = [(100u64, 5000usize), (7, 20), (150_000, 50_000)];
+        let memory = Bytes::from(vec![3u8; 4096]);
+        for version in [4i16, 11, 12, 16] {
+            let mut files = FileRefs::default();
+            let mut records = Vec::new();
+            let mut expected_records = Vec::new();
+            for &(position, len) in &ranges {
+                let range = FileRange {
+                    file: file.clone(),
+                    position,
+                    len,
+                };
+                records.push(files.placeholder_for(range).unwrap());
+                expected_records.push(Bytes::copy_from_slice(
+                    &content[position as usize..position as usize + len],
+                ));
+            }
+            records.push(memory.clone());
+            expected_records.push(memory.clone());
+            let header_version = ApiKey::Fetch.response_header_version(version);
+            let whole = crate::handlers::encode_frame(
+                ApiKey::Fetch,
+                version,
+                9,
+                header_version,
+                &response(&expected_records),
+            )
+            .unwrap();
+            let parts = encode_frame_parts(
+                ApiKey::Fetch,
+                version,
+                9,
+                header_version,
+                &response(&records),
+                records.clone(),
+                files,
+            )
+            .unwrap();
+            assert_eq!(joined(&parts), whole.to_vec(), "version {version}");
+            let file_parts = parts.iter().filter(|p| matches!(p, Part::File(_))).count();
+            assert_eq!(file_parts, ranges.len());
+        }
+    }
+
+    /// A placeholder that the encoder never wrote (here: not in the message at all) fails
+    /// the encoding instead of going out as zeros somewhere.
+    #[test]
+    fn unplaced_file_range_is_an_error() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&[1u8; 4096]).unwrap();
+        let mut files = FileRefs::default();
+        let _ = files
+            .placeholder_for(FileRange {
+                file: std::sync::Arc::new(file),
+                position: 0,
+                len: 4096,
+            })
+            .unwrap();
+        let body = response(&[Bytes::from(vec![2u8; 10])]);
+        let header_version = ApiKey::Fetch.response_header_version(12);
+        assert!(
+            encode_frame_parts(ApiKey::Fetch, 12, 1, header_version, &body, vec![], files).is_err()
+        );
     }
 
     /// A slice equal in content but not the same memory is copied, not referenced.
@@ -252,8 +494,8 @@ mod tests {
         buf.put_slice(&a);
         let parts = buf.into_parts();
         assert_eq!(parts.len(), 2);
-        assert_ne!(parts[0].as_ptr(), twin.as_ptr());
-        assert_eq!(parts[1].as_ptr(), a.as_ptr());
+        assert!(matches!(&parts[0], Part::Memory(b) if b.as_ptr() != twin.as_ptr()));
+        assert!(matches!(&parts[1], Part::Memory(b) if b.as_ptr() == a.as_ptr()));
     }
 
     /// Seeking back into a finished part gathers the parts (correct, if not zero-copy).
@@ -268,7 +510,8 @@ mod tests {
         let parts = buf.into_parts();
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].len(), 2050);
-        assert_eq!(parts[0][0], 7);
-        assert_eq!(parts[0][2049], 6);
+        let all = joined(&parts);
+        assert_eq!(all[0], 7);
+        assert_eq!(all[2049], 6);
     }
 }

@@ -17,6 +17,8 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, RequestHeader};
 use super::topic_name;
 use crate::cores::{CoreContext, CoreReply, CoreRequest, FetchPart, FetchPartResult, WaitPart};
 use crate::routing::{call_owners, split_by_owner};
+use crate::vectored::FileRefs;
+use gregor_engine::SendData;
 
 /// Longest a fetch may wait, whatever the client asks: bounds how long a connection (and a
 /// shutdown) can be held by one request.
@@ -33,18 +35,21 @@ struct TopicShape {
     error: Option<i16>,
 }
 
-/// Answers Fetch.
+/// Answers Fetch. Record data still on disk is in the response as placeholders for the
+/// file ranges in the returned [`FileRefs`] (encode with `vectored::encode_frame_parts`).
 pub async fn handle(
     ctx: &Rc<CoreContext>,
     header: &RequestHeader,
     request: FetchRequest,
-) -> FetchResponse {
+) -> (FetchResponse, FileRefs) {
     let version = header.request_api_version;
+    let mut files = FileRefs::default();
     if request.session_id != 0 {
         // We never hand out sessions, so any id is unknown.
-        return FetchResponse::default()
+        let response = FetchResponse::default()
             .with_error_code(ResponseError::FetchSessionIdNotFound.code())
             .with_session_id(0);
+        return (response, files);
     }
     let image = ctx.metadata();
     let mut shape = Vec::with_capacity(request.topics.len());
@@ -112,7 +117,7 @@ pub async fn handle(
             continue;
         }
         if spent > 0 && spent + r.records.len() > max_bytes {
-            r.records = Bytes::new();
+            r.records = SendData::default();
         } else {
             spent += r.records.len();
         }
@@ -127,9 +132,20 @@ pub async fn handle(
                 .partitions
                 .iter()
                 .map(|&index| {
-                    let r = match topic.error {
+                    let mut r = match topic.error {
                         Some(code) => FetchPartResult::error(code),
                         None => results.next().unwrap_or_default(),
+                    };
+                    let records = match std::mem::take(&mut r.records) {
+                        SendData::Memory(bytes) => bytes,
+                        SendData::File(range) => match files.placeholder_for(range) {
+                            Ok(placeholder) => placeholder,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot read a segment range; answering KAFKA_STORAGE_ERROR");
+                                r.error_code = ResponseError::KafkaStorageError.code();
+                                Bytes::new()
+                            }
+                        },
                     };
                     PartitionData::default()
                         .with_partition_index(index)
@@ -138,7 +154,7 @@ pub async fn handle(
                         .with_last_stable_offset(r.high_watermark)
                         .with_log_start_offset(r.log_start_offset)
                         .with_aborted_transactions(read_committed.then(Vec::new))
-                        .with_records(Some(r.records))
+                        .with_records(Some(records))
                 })
                 .collect();
             let mut response = FetchableTopicResponse::default().with_partitions(partitions);
@@ -150,9 +166,10 @@ pub async fn handle(
             response
         })
         .collect();
-    FetchResponse::default()
+    let response = FetchResponse::default()
         .with_session_id(0)
-        .with_responses(responses)
+        .with_responses(responses);
+    (response, files)
 }
 
 /// Reads every part once on its owning core.

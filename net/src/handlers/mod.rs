@@ -127,8 +127,9 @@ pub enum RequestError {
 pub enum Reply {
     /// A complete frame (length prefix included).
     Frame(Bytes),
-    /// A complete frame in parts that reference record data (see `crate::vectored`).
-    Parts(Vec<Bytes>),
+    /// A complete frame in parts that reference record data in memory or on disk (see
+    /// `crate::vectored`).
+    Parts(Vec<crate::vectored::Part>),
     /// Nothing (Produce with acks=0).
     None,
     /// Nothing, and close the connection (a failed Produce with acks=0, as Kafka does).
@@ -207,8 +208,9 @@ pub async fn dispatch(
         }
         ApiKey::Fetch => {
             let request: FetchRequest = decode(key, version, &mut body)?;
-            let response = fetch::handle(ctx, header, request).await;
-            // Record batches go out by reference, not copied into the frame.
+            let (response, files) = fetch::handle(ctx, header, request).await;
+            // Record batches go out by reference (memory) or by sendfile (disk), not copied
+            // into the frame.
             let shared = fetch::record_slices(&response);
             Reply::Parts(crate::vectored::encode_frame_parts(
                 key,
@@ -217,6 +219,7 @@ pub async fn dispatch(
                 header_version,
                 &response,
                 shared,
+                files,
             )?)
         }
         ApiKey::ListOffsets => respond!(ListOffsetsRequest, list_offsets),
