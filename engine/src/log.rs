@@ -726,7 +726,17 @@ impl Log {
                 .filter(|&p| p > first_end)
                 .unwrap_or(first_end)
         };
-        let file = seg.send_file()?;
+        let file = match seg.send_file() {
+            Ok(file) => file,
+            // Retired (renamed) while this read waited on the disk: its O_DIRECT descriptor
+            // is still open, so read through that instead.
+            Err(_) => {
+                return Ok(self
+                    .read_segment(seg, offset, max_bytes, limit)
+                    .await?
+                    .map(SendData::Memory));
+            }
+        };
         let len = (cut - position) as usize;
         // Start reading it into the page cache now, so the send finds it there rather than
         // blocking the sending core on the disk. Advisory: a failure changes nothing.
