@@ -115,8 +115,13 @@ try:
     def topic():
         # Each run's topic is deleted once the next one is asked for, so the data directory
         # holds at most a couple of runs (a full check writes tens of GB in total).
+        # The broker deletes a deleted topic's files in the background; wait for that, so a
+        # run never pays for the previous run's deletion (freeing GBs costs the disk).
         if seq[0] > 0:
             subprocess.run([G, "topics", "--bootstrap", B, "delete", f"check-{seq[0] - 1}"], capture_output=True, timeout=60)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and any(n.endswith(".deleted") for n in os.listdir(data)):
+                time.sleep(0.2)
         seq[0] += 1; return f"check-{seq[0]}"
     def bench(*args, timeout=300):
         return run_json([G, "bench", *args, "--bootstrap", B, "--json", "--no-progress"], timeout=timeout)
