@@ -597,16 +597,7 @@ impl Log {
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<ReadResult, LogError> {
-        let log_start = self.log_start.get();
-        let log_end = self.log_end.get();
-        if offset < log_start || offset > log_end {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start,
-                log_end,
-            });
-        }
-        let limit = max_offset.min(log_end);
+        let limit = self.read_limit(offset, max_offset)?;
         let mut data = Bytes::new();
         let mut next = self.segment_for(offset);
         while let Some(seg) = next {
@@ -638,16 +629,7 @@ impl Log {
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<SendRead, LogError> {
-        let log_start = self.log_start.get();
-        let log_end = self.log_end.get();
-        if offset < log_start || offset > log_end {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start,
-                log_end,
-            });
-        }
-        let limit = max_offset.min(log_end);
+        let limit = self.read_limit(offset, max_offset)?;
         let mut data = SendData::Memory(Bytes::new());
         let mut next = self.segment_for(offset);
         while let Some(seg) = next {
@@ -751,6 +733,21 @@ impl Log {
             position,
             len,
         })))
+    }
+
+    /// The offset a read from `offset` stops before: `max_offset`, at most the log end.
+    /// `OffsetOutOfRange` below the log start or past the log end.
+    fn read_limit(&self, offset: i64, max_offset: i64) -> Result<i64, LogError> {
+        let log_start = self.log_start.get();
+        let log_end = self.log_end.get();
+        if offset < log_start || offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        Ok(max_offset.min(log_end))
     }
 
     /// The segment that would contain `offset` (the first one if `offset` precedes all).

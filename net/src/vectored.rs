@@ -16,13 +16,13 @@
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::Encodable;
 use kafka_protocol::protocol::buf::ByteBufMut;
 
 use gregor_engine::FileRange;
 
-use crate::handlers::RequestError;
+use crate::handlers::{FrameShape, RequestError};
 
 /// One piece of a response frame.
 #[derive(Debug, Clone)]
@@ -284,15 +284,13 @@ pub fn encode_frame_parts<R: Encodable>(
     shared: Vec<Bytes>,
     files: FileRefs,
 ) -> Result<Vec<Part>, RequestError> {
-    let err = |e: &dyn std::fmt::Display| RequestError::Encode {
+    let frame = FrameShape {
         key,
         version,
-        message: e.to_string(),
+        correlation_id,
+        header_version,
     };
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let header_bytes = header.compute_size(header_version).map_err(|e| err(&e))?;
-    let body_bytes = body.compute_size(version).map_err(|e| err(&e))?;
-    let total = header_bytes + body_bytes;
+    let total = frame.size_after_prefix(body)?;
     let referenced: usize = shared
         .iter()
         .filter(|b| b.len() >= ZERO_COPY_MIN_BYTES)
@@ -304,14 +302,10 @@ pub fn encode_frame_parts<R: Encodable>(
         files,
         (4 + total).saturating_sub(referenced).max(64),
     );
-    buf.put_i32(total as i32);
-    header
-        .encode(&mut buf, header_version)
-        .map_err(|e| err(&e))?;
-    body.encode(&mut buf, version).map_err(|e| err(&e))?;
+    frame.write(&mut buf, body, total)?;
     // The frame must be exactly as long as its prefix says, or the client desyncs.
     if buf.offset() != 4 + total {
-        return Err(err(&format!(
+        return Err(frame.error(&format!(
             "encoded {} bytes, computed {}",
             buf.offset(),
             4 + total
@@ -320,7 +314,7 @@ pub fn encode_frame_parts<R: Encodable>(
     // Every placeholder must have become its file range: one that was copied would send
     // zeros in place of records.
     if buf.files_swapped != file_count || buf.gather_error.is_some() {
-        return Err(err(&format!(
+        return Err(frame.error(&format!(
             "{} of {file_count} file ranges placed ({:?})",
             buf.files_swapped, buf.gather_error
         )));

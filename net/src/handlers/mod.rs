@@ -7,7 +7,7 @@
 
 use std::rc::Rc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest,
@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
     JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
 };
+use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::cores::CoreContext;
@@ -144,22 +145,71 @@ pub fn encode_frame<R: Encodable>(
     header_version: i16,
     body: &R,
 ) -> Result<Bytes, RequestError> {
-    let err = |e: &dyn std::fmt::Display| RequestError::Encode {
+    let frame = FrameShape {
         key,
         version,
-        message: e.to_string(),
+        correlation_id,
+        header_version,
     };
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let header_bytes = header.compute_size(header_version).map_err(|e| err(&e))?;
-    let body_bytes = body.compute_size(version).map_err(|e| err(&e))?;
-    let total = header_bytes + body_bytes;
+    let total = frame.size_after_prefix(body)?;
     let mut buf = BytesMut::with_capacity(4 + total);
-    buf.put_i32(total as i32);
-    header
-        .encode(&mut buf, header_version)
-        .map_err(|e| err(&e))?;
-    body.encode(&mut buf, version).map_err(|e| err(&e))?;
+    frame.write(&mut buf, body, total)?;
     Ok(buf.freeze())
+}
+
+/// What a response frame's header says: the encoding shared by the copying encoder above and
+/// the one that references record data (`crate::vectored`).
+pub struct FrameShape {
+    /// API.
+    pub key: ApiKey,
+    /// Body version.
+    pub version: i16,
+    /// Echoed from the request.
+    pub correlation_id: i32,
+    /// Response header version.
+    pub header_version: i16,
+}
+
+impl FrameShape {
+    /// An encoding failure (a bug, logged loudly by the connection).
+    pub fn error(&self, e: &dyn std::fmt::Display) -> RequestError {
+        RequestError::Encode {
+            key: self.key,
+            version: self.version,
+            message: e.to_string(),
+        }
+    }
+
+    fn header(&self) -> ResponseHeader {
+        ResponseHeader::default().with_correlation_id(self.correlation_id)
+    }
+
+    /// Bytes after the length prefix: header plus body.
+    pub fn size_after_prefix<R: Encodable>(&self, body: &R) -> Result<usize, RequestError> {
+        let header_bytes = self
+            .header()
+            .compute_size(self.header_version)
+            .map_err(|e| self.error(&e))?;
+        let body_bytes = body
+            .compute_size(self.version)
+            .map_err(|e| self.error(&e))?;
+        Ok(header_bytes + body_bytes)
+    }
+
+    /// Writes the length prefix (`total`, from [`FrameShape::size_after_prefix`]), the header
+    /// and the body into `buf`.
+    pub fn write<B: ByteBufMut, R: Encodable>(
+        &self,
+        buf: &mut B,
+        body: &R,
+        total: usize,
+    ) -> Result<(), RequestError> {
+        buf.put_i32(total as i32);
+        self.header()
+            .encode(buf, self.header_version)
+            .map_err(|e| self.error(&e))?;
+        body.encode(buf, self.version).map_err(|e| self.error(&e))
+    }
 }
 
 fn decode<T: Decodable>(key: ApiKey, version: i16, body: &mut Bytes) -> Result<T, RequestError> {
