@@ -598,18 +598,12 @@ impl Log {
         max_offset: i64,
     ) -> Result<ReadResult, LogError> {
         let limit = self.read_limit(offset, max_offset)?;
-        let mut data = Bytes::new();
-        let mut next = self.segment_for(offset);
-        while let Some(seg) = next {
-            if offset >= limit || seg.base_offset >= limit {
-                break;
-            }
-            if let Some(found) = self.read_segment(&seg, offset, max_bytes, limit).await? {
-                data = found;
-                break;
-            }
-            next = self.segment_after(seg.base_offset);
-        }
+        let data = self
+            .first_found(offset, limit, async |seg| {
+                self.read_segment(&seg, offset, max_bytes, limit).await
+            })
+            .await?
+            .unwrap_or_default();
         Ok(ReadResult {
             data,
             high_watermark: self.high_watermark.get(),
@@ -630,18 +624,12 @@ impl Log {
         max_offset: i64,
     ) -> Result<SendRead, LogError> {
         let limit = self.read_limit(offset, max_offset)?;
-        let mut data = SendData::Memory(Bytes::new());
-        let mut next = self.segment_for(offset);
-        while let Some(seg) = next {
-            if offset >= limit || seg.base_offset >= limit {
-                break;
-            }
-            if let Some(found) = self.send_segment(&seg, offset, max_bytes, limit).await? {
-                data = found;
-                break;
-            }
-            next = self.segment_after(seg.base_offset);
-        }
+        let data = self
+            .first_found(offset, limit, async |seg| {
+                self.send_segment(&seg, offset, max_bytes, limit).await
+            })
+            .await?
+            .unwrap_or_default();
         Ok(SendRead {
             data,
             high_watermark: self.high_watermark.get(),
@@ -733,6 +721,28 @@ impl Log {
             position,
             len,
         })))
+    }
+
+    /// Walks the segments from the one holding `offset` while they start below `limit`, and
+    /// returns the first thing `per_segment` finds (a segment past its data yields `None`).
+    async fn first_found<T>(
+        &self,
+        offset: i64,
+        limit: i64,
+        mut per_segment: impl AsyncFnMut(Rc<Segment>) -> Result<Option<T>, LogError>,
+    ) -> Result<Option<T>, LogError> {
+        let mut next = self.segment_for(offset);
+        while let Some(seg) = next {
+            if offset >= limit || seg.base_offset >= limit {
+                break;
+            }
+            let base = seg.base_offset;
+            if let Some(found) = per_segment(seg).await? {
+                return Ok(Some(found));
+            }
+            next = self.segment_after(base);
+        }
+        Ok(None)
     }
 
     /// The offset a read from `offset` stops before: `max_offset`, at most the log end.
