@@ -57,6 +57,11 @@ pub struct LogConfig {
     /// Gregor extension (no Kafka equivalent): bytes of recently appended data kept in memory
     /// so that tail reads (consumers that keep up) never touch the disk.
     pub tail_cache_bytes: usize,
+    /// Gregor extension (Dma backend): write zeros a few MiB ahead of the appends to the
+    /// active segment, in the background, so that appends overwrite written blocks (issued
+    /// inline by io_uring, and an fdatasync has no size change to journal). Up to 16 MiB per
+    /// active segment, and never more than about the data already in it.
+    pub zeros_ahead: bool,
 }
 
 /// Kafka's default `max.message.bytes`.
@@ -79,6 +84,7 @@ impl Default for LogConfig {
             preallocate: false,
             file_delete_delay_ms: 60_000,
             tail_cache_bytes: 4 << 20,
+            zeros_ahead: true,
         }
     }
 }

@@ -61,6 +61,9 @@ impl SharedBuf {
 }
 
 thread_local! {
+    /// Zero-filled DMA buffers, one per power-of-two size, shared by every zero write of this
+    /// core (the kernel only reads them).
+    static ZERO_BUFFERS: std::cell::RefCell<Vec<Rc<DmaBuffer>>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Devices (st_dev) for which glommio's io_uring poll-ring probe has been run correctly.
     static PROBED_DEVICES: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -172,6 +175,30 @@ impl SegFile {
                 Ok(Bytes::copy_from_slice(&result))
             }
         }
+    }
+
+    /// Write `len` zero bytes at `pos` (Dma only; `len` a power of two, block-aligned `pos`).
+    pub(crate) async fn write_zeros(&self, pos: u64, len: u64) -> io::Result<()> {
+        let SegFile::Dma(f) = self else {
+            return Err(io::Error::other("zero writes are for the Dma backend"));
+        };
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        let cached = ZERO_BUFFERS.with(|b| b.borrow().iter().find(|z| z.len() == len).cloned());
+        let zeros = match cached {
+            Some(z) => z,
+            None => {
+                let mut b = f.alloc_dma_buffer(len);
+                b.as_bytes_mut().fill(0);
+                let z = Rc::new(b);
+                ZERO_BUFFERS.with(|b| b.borrow_mut().push(z.clone()));
+                z
+            }
+        };
+        let written = f.write_rc_at(zeros, pos).await?;
+        if written != len {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short zero write"));
+        }
+        Ok(())
     }
 
     pub(crate) async fn sync(&self) -> io::Result<()> {

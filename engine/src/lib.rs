@@ -35,6 +35,7 @@ mod io;
 mod log;
 mod segment;
 mod sync;
+mod zero_ahead;
 
 pub use config::{BackendKind, DEFAULT_MAX_MESSAGE_BYTES, LogConfig, TimestampType};
 pub use deleter::{DELETED_SUFFIX, retire_dir, sweep_retired, wait_idle as wait_for_deletions};

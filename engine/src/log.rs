@@ -518,7 +518,17 @@ impl Log {
             .unwrap_or(0);
         let written = self
             .active()
-            .append(&self.cache, &parts, config.index_interval_bytes, now_ms)
+            .append(
+                &self.cache,
+                &parts,
+                config.index_interval_bytes,
+                now_ms,
+                if config.zeros_ahead {
+                    config.segment_bytes
+                } else {
+                    0
+                },
+            )
             .await;
         drop(parts);
         match written {

@@ -7,10 +7,12 @@ use crate::config::BackendKind;
 use crate::error::LogError;
 use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use crate::io::{SegFile, SharedBuf, align_down, align_up};
+use crate::zero_ahead::ZeroAhead;
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Bytes read per I/O while scanning a segment during recovery.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
@@ -165,6 +167,8 @@ pub(crate) struct Segment {
     pub index_path: PathBuf,
     pub time_index_path: PathBuf,
     pub meta: RefCell<SegMeta>,
+    /// Zeros written ahead of the appends (Dma backend, active segment).
+    pub zero: ZeroAhead,
 }
 
 /// One produce request's share of a grouped append.
@@ -236,6 +240,7 @@ impl Segment {
             index_path,
             time_index_path,
             meta: RefCell::new(SegMeta::new(base_offset, now_ms)),
+            zero: ZeroAhead::new(0),
         })
     }
 
@@ -264,6 +269,7 @@ impl Segment {
             index_path,
             time_index_path,
             meta: RefCell::new(SegMeta::new(base_offset, now_ms)),
+            zero: ZeroAhead::new(file_bytes),
         };
         let mut valid_end = None;
         if trust_index {
@@ -285,10 +291,16 @@ impl Segment {
             }
         };
         if valid_end < file_bytes {
-            if backend == BackendKind::Std || valid_end < align_down(file_bytes) || !rebuilt {
+            // Zeros past the data are the padding of the last block or the zeros written
+            // ahead (Dma), expected after a crash; anything else is damage worth a warning.
+            let zeros_only = backend == BackendKind::Dma
+                && rebuilt
+                && segment.zeros_at(valid_end, file_bytes).await;
+            if !zeros_only {
                 tracing::warn!(segment = %segment.log_path.display(), valid_end, file_bytes, "truncating invalid tail");
             }
             segment.file.truncate(valid_end).await?;
+            segment.zero.truncated(valid_end);
         }
         {
             let mut m = segment.meta.borrow_mut();
@@ -304,6 +316,15 @@ impl Segment {
             segment.write_indexes()?;
         }
         Ok(segment)
+    }
+
+    /// Whether the file holds only zeros from `from` to `to` (checks at most the first 64 KiB).
+    async fn zeros_at(&self, from: u64, to: u64) -> bool {
+        let len = (to - from).min(64 << 10) as usize;
+        match self.file.read_at(from, len).await {
+            Ok(data) => data.len() == len && data.iter().all(|&b| b == 0),
+            Err(_) => false,
+        }
     }
 
     /// Load the persisted indexes and scan only past the last offset index entry. `None` if
@@ -488,8 +509,11 @@ impl Segment {
     pub(crate) async fn seal(&self) -> Result<(), LogError> {
         let size = self.meta.borrow().size_bytes;
         if self.file.needs_alignment() {
-            // Removes the zero padding of the last block and any unused preallocation.
+            // Removes the zero padding of the last block, the zeros written ahead and any
+            // unused preallocation (after the zero write in flight, if any, has landed).
+            self.zero.settle().await;
             self.file.truncate(size).await?;
+            self.zero.truncated(size);
         }
         self.sync().await?;
         self.write_indexes()
@@ -653,12 +677,15 @@ impl Segment {
     /// offsets there, writes, then updates the metadata and the tail cache. On an I/O error
     /// nothing in memory changes, so the next append rewrites the same region and nothing
     /// acknowledged is lost. Caller holds the log's write lock.
+    ///
+    /// `zero_limit_bytes`: zeros may be written ahead up to this file size (0: none).
     pub(crate) async fn append(
-        &self,
+        self: &Rc<Self>,
         cache: &RefCell<TailCache>,
         parts: &[AppendPart<'_>],
         index_interval_bytes: u32,
         now_ms: i64,
+        zero_limit_bytes: u64,
     ) -> Result<(), LogError> {
         let aligned = self.file.needs_alignment();
         let size = self.meta.borrow().size_bytes;
@@ -719,6 +746,12 @@ impl Segment {
                 at += part.records.len();
             }
         }
+        if aligned {
+            let write_end = write_pos + alloc_len as u64;
+            self.zero.before_append(write_pos, write_end).await;
+            // Claimed past `write_end` before this write is issued, so the two never overlap.
+            self.start_zeros_ahead(write_end, size + records_len as u64, zero_limit_bytes);
+        }
         let shared = match self.file.write_at(buf, write_pos).await {
             Ok(shared) => shared,
             Err(e) => {
@@ -767,6 +800,24 @@ impl Segment {
         Ok(())
     }
 
+    /// Start the next zero write ahead of the appends, if one is due (see `zero_ahead.rs`).
+    /// It runs as its own task, so no append waits for it unless it reaches into its range.
+    fn start_zeros_ahead(self: &Rc<Self>, append_end: u64, data_bytes: u64, limit_bytes: u64) {
+        let Some((start, end)) = self.zero.claim(append_end, data_bytes, limit_bytes) else {
+            return;
+        };
+        let segment = self.clone();
+        glommio::spawn_local(async move {
+            let result = segment.file.write_zeros(start, end - start).await;
+            segment.zero.finished(start, end, result.is_ok());
+            if let Err(e) = result {
+                // Only a lost optimisation: appends past this point extend the file instead.
+                tracing::debug!(segment = %segment.log_path.display(), start, error = %e, "zero write ahead failed");
+            }
+        })
+        .detach();
+    }
+
     /// Cut the segment at `position` (a batch boundary) and rebuild its metadata.
     pub(crate) async fn truncate_at(
         &self,
@@ -774,7 +825,9 @@ impl Segment {
         index_interval_bytes: u32,
         now_ms: i64,
     ) -> Result<(), LogError> {
+        self.zero.settle().await;
         self.file.truncate(position).await?;
+        self.zero.truncated(position);
         *self.meta.borrow_mut() = SegMeta::new(self.base_offset, now_ms);
         let end = self.scan(0, position, None, index_interval_bytes).await?;
         {
@@ -787,6 +840,7 @@ impl Segment {
         }
         if end < position {
             self.file.truncate(end).await?;
+            self.zero.truncated(end);
         }
         self.load_tail().await
     }

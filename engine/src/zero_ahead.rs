@@ -1,0 +1,188 @@
+//! Zeros written ahead of the appends of the active segment (Dma backend).
+//!
+//! Why: on ext4 an O_DIRECT write that extends a file, or fills unwritten extents of a
+//! fallocated one, cannot be issued without blocking, so io_uring hands every such append to a
+//! kernel worker thread, and an fdatasync after it must commit the journal (the size or extent
+//! change). A write over blocks that already hold data is issued inline and an fdatasync then
+//! only flushes data. So a background write of zeros keeps written blocks ahead of the appends.
+//!
+//! The one rule that keeps data safe: a zero write and an append never cover the same block at
+//! the same time. Zeros only go past everything an append has written or is writing, and an
+//! append that reaches into a zero write still in flight waits for it first.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+
+/// Largest zero write; also the size of the per-core zero buffer of the largest class.
+pub(crate) const ZERO_CHUNK_BYTES_MAX: u64 = 4 << 20;
+/// Smallest zero write: below this, a partition writes too little for zeros to pay off.
+pub(crate) const ZERO_CHUNK_BYTES_MIN: u64 = 64 << 10;
+/// Zeros kept ahead, in chunks: the next chunk starts while the appends have this many left.
+const CHUNKS_AHEAD: u64 = 4;
+
+/// Per-segment state of the zeros written ahead.
+#[derive(Debug)]
+pub(crate) struct ZeroAhead {
+    /// Every byte below this has been written at least once (data or zeros), or is being
+    /// written by an append now.
+    written_end: Cell<u64>,
+    /// The zero write in flight, `[start, end)`.
+    in_flight: Cell<Option<(u64, u64)>>,
+    /// Appends waiting for the zero write in flight. Only the writer of the segment waits (it
+    /// holds the log's write lock), so this stays at one or two entries.
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl ZeroAhead {
+    /// For a file whose first `file_bytes` bytes have been written.
+    pub(crate) fn new(file_bytes: u64) -> ZeroAhead {
+        ZeroAhead {
+            written_end: Cell::new(file_bytes),
+            in_flight: Cell::new(None),
+            waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Before an append writes `[start, end)`: wait while a zero write overlaps it. On return
+    /// the range is recorded as written, so no zero write is placed over it afterwards (the
+    /// caller issues its write before its next await).
+    pub(crate) async fn before_append(&self, start: u64, end: u64) {
+        poll_fn(|cx| match self.in_flight.get() {
+            Some((s, e)) if s < end && start < e => {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        })
+        .await;
+        self.written_end.set(self.written_end.get().max(end));
+    }
+
+    /// Wait until no zero write is in flight (before the file is truncated or sealed, so that
+    /// no zeros land past the new end afterwards).
+    pub(crate) async fn settle(&self) {
+        poll_fn(|cx| {
+            if self.in_flight.get().is_some() {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
+
+    /// The file was cut to `file_bytes` (caller settled first).
+    pub(crate) fn truncated(&self, file_bytes: u64) {
+        debug_assert!(self.in_flight.get().is_none());
+        self.written_end.set(file_bytes);
+    }
+
+    /// Claims the next zero write, if one is due: the appends have reached within
+    /// `CHUNKS_AHEAD` chunks of the written end. `data_bytes` (bytes of data in the segment)
+    /// sizes the chunk, so a slow partition only zeroes about as much as it writes; nothing
+    /// goes past `limit_bytes` (the segment's size limit).
+    pub(crate) fn claim(
+        &self,
+        append_end: u64,
+        data_bytes: u64,
+        limit_bytes: u64,
+    ) -> Option<(u64, u64)> {
+        if self.in_flight.get().is_some() {
+            return None;
+        }
+        let chunk = chunk_bytes(data_bytes)?;
+        let start = self.written_end.get().max(append_end);
+        if start >= append_end + CHUNKS_AHEAD * chunk || start + chunk > limit_bytes {
+            return None;
+        }
+        self.in_flight.set(Some((start, start + chunk)));
+        Some((start, start + chunk))
+    }
+
+    /// The claimed zero write finished (`written`: it succeeded).
+    pub(crate) fn finished(&self, start: u64, end: u64, written: bool) {
+        debug_assert_eq!(self.in_flight.get(), Some((start, end)));
+        self.in_flight.set(None);
+        if written {
+            self.written_end.set(self.written_end.get().max(end));
+        }
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// The zero write size for a segment holding `data_bytes`: a power of two from
+/// `ZERO_CHUNK_BYTES_MIN` to `ZERO_CHUNK_BYTES_MAX`, about a quarter of the data, so the zeros
+/// kept ahead never exceed the data already written. `None` below the minimum.
+pub(crate) fn chunk_bytes(data_bytes: u64) -> Option<u64> {
+    let quarter = data_bytes / CHUNKS_AHEAD;
+    if quarter < ZERO_CHUNK_BYTES_MIN {
+        return None;
+    }
+    let pow2 = 1u64 << (63 - quarter.leading_zeros());
+    Some(pow2.min(ZERO_CHUNK_BYTES_MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::{block_on, poll_once};
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_bytes(0), None);
+        assert_eq!(chunk_bytes(4 * ZERO_CHUNK_BYTES_MIN - 1), None);
+        assert_eq!(
+            chunk_bytes(4 * ZERO_CHUNK_BYTES_MIN),
+            Some(ZERO_CHUNK_BYTES_MIN)
+        );
+        assert_eq!(chunk_bytes(3 << 20), Some(512 << 10));
+        assert_eq!(chunk_bytes(1 << 30), Some(ZERO_CHUNK_BYTES_MAX));
+    }
+
+    #[test]
+    fn zeros_never_overlap_an_append() {
+        let z = ZeroAhead::new(0);
+        let data = 64 << 20;
+        block_on(async {
+            z.before_append(0, 4096).await;
+            let (s, e) = z.claim(4096, data, 1 << 30).expect("due");
+            assert_eq!((s, e), (4096, 4096 + ZERO_CHUNK_BYTES_MAX));
+            // One in flight at a time.
+            assert!(z.claim(4096, data, 1 << 30).is_none());
+            // An append below the zeros proceeds; one reaching into them waits.
+            assert!(poll_once(z.before_append(0, 4096)).await.is_some());
+            let mut reaching = Box::pin(z.before_append(4096, 8192));
+            assert!(poll_once(&mut reaching).await.is_none());
+            z.finished(s, e, true);
+            assert!(poll_once(&mut reaching).await.is_some());
+            // The next chunk starts at the written end, past the append.
+            let (s2, _) = z.claim(8192, data, 1 << 30).expect("due");
+            assert_eq!(s2, e);
+            z.finished(s2, s2 + ZERO_CHUNK_BYTES_MAX, false);
+            // A failed write leaves the written end where it was.
+            assert_eq!(z.claim(8192, data, 1 << 30).map(|c| c.0), Some(e));
+        });
+    }
+
+    #[test]
+    fn appends_past_the_zeros_move_them_on() {
+        let z = ZeroAhead::new(0);
+        block_on(z.before_append(0, 100 << 20));
+        let (s, _) = z.claim(100 << 20, 100 << 20, 1 << 30).expect("due");
+        assert_eq!(s, 100 << 20);
+        z.finished(s, s + ZERO_CHUNK_BYTES_MAX, true);
+        // Chunks follow one another until CHUNKS_AHEAD of them lie ahead, then none is due.
+        for _ in 1..CHUNKS_AHEAD {
+            let (s, e) = z.claim(100 << 20, 100 << 20, 1 << 30).expect("due");
+            z.finished(s, e, true);
+        }
+        assert!(z.claim(100 << 20, 100 << 20, 1 << 30).is_none());
+        // Nothing past the limit.
+        let z = ZeroAhead::new(0);
+        assert!(z.claim(0, 100 << 20, ZERO_CHUNK_BYTES_MAX - 1).is_none());
+    }
+}
