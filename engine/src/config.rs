@@ -62,6 +62,10 @@ pub struct LogConfig {
     /// inline by io_uring, and an fdatasync has no size change to journal). Up to 16 MiB per
     /// active segment, and never more than about the data already in it.
     pub zeros_ahead: bool,
+    /// Gregor extension (Dma backend): reuse segment files removed by retention or
+    /// DeleteRecords as new segments (after `file_delete_delay_ms`, once no reader holds
+    /// them), instead of deleting them and allocating new ones.
+    pub recycle_segments: bool,
 }
 
 /// Kafka's default `max.message.bytes`.
@@ -85,6 +89,7 @@ impl Default for LogConfig {
             file_delete_delay_ms: 60_000,
             tail_cache_bytes: 4 << 20,
             zeros_ahead: true,
+            recycle_segments: true,
         }
     }
 }

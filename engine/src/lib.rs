@@ -33,6 +33,7 @@ mod error;
 mod index;
 mod io;
 mod log;
+mod recycle;
 mod segment;
 mod sync;
 mod zero_ahead;

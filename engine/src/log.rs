@@ -7,6 +7,7 @@ use crate::batch;
 use crate::cache::TailCache;
 use crate::config::{BackendKind, LogConfig, TimestampType};
 use crate::error::LogError;
+use crate::recycle::SpareFiles;
 use crate::segment::{AppendPart, Segment, Window, file_name};
 use crate::sync::LocalMutex;
 use bytes::Bytes;
@@ -209,6 +210,8 @@ pub struct Log {
     segments: RefCell<Vec<Rc<Segment>>>,
     cache: RefCell<TailCache>,
     write_lock: LocalMutex,
+    /// Retired segment files kept for reuse as new segments (Dma backend).
+    spares: RefCell<SpareFiles>,
     /// Append requests waiting for the write lock, oldest first (bounded by the number of
     /// concurrent `append` calls, which the broker bounds).
     pending: RefCell<VecDeque<Rc<AppendSlot>>>,
@@ -357,6 +360,7 @@ impl Log {
             config: RefCell::new(config),
             segments: RefCell::new(segments),
             write_lock: LocalMutex::default(),
+            spares: RefCell::new(SpareFiles::default()),
             pending: RefCell::new(VecDeque::new()),
             flush_lock: LocalMutex::default(),
             log_start: Cell::new(log_start),
@@ -581,7 +585,21 @@ impl Log {
         }
         active.seal().await?;
         let base = self.log_end.get();
-        let seg = Rc::new(Segment::create(&self.dir, base, self.backend, now_ms).await?);
+        let spare = self.spares.borrow_mut().take(std::time::Instant::now());
+        let seg = match spare {
+            Some(spare) => {
+                match Segment::recycle(&self.dir, base, self.backend, now_ms, &spare).await {
+                    Ok(seg) => seg,
+                    Err(e) => {
+                        tracing::warn!(spare = %spare.log.display(), error = %e, "could not reuse a retired segment file");
+                        spare.delete(Duration::ZERO);
+                        Segment::create(&self.dir, base, self.backend, now_ms).await?
+                    }
+                }
+            }
+            None => Segment::create(&self.dir, base, self.backend, now_ms).await?,
+        };
+        let seg = Rc::new(seg);
         // In the list before the next await: a cancelled roll never leaves an unlisted file
         // behind (an empty one left by a cancelled create is removed at open).
         self.segments.borrow_mut().push(seg.clone());
@@ -991,10 +1009,16 @@ impl Log {
     fn delete_segment_files(&self, removed: Vec<Rc<Segment>>) {
         // Readers holding an Rc keep reading through their open descriptors, and the delay
         // gives them time to finish before the blocks are freed.
-        let delay = Duration::from_millis(self.config().file_delete_delay_ms);
+        let config = self.config();
+        let delay = Duration::from_millis(config.file_delete_delay_ms);
+        let recycle = config.recycle_segments && self.backend == BackendKind::Dma;
+        let mut spares = self.spares.borrow_mut();
         for seg in removed {
-            seg.retire_files(delay);
+            if !(recycle && spares.keep(&seg, delay)) {
+                seg.retire_files(delay);
+            }
         }
+        spares.trim(std::time::Instant::now());
     }
 
     /// Drop every offset >= `offset` (for replication). Truncation happens at a batch
@@ -1018,6 +1042,8 @@ impl Log {
             armed: true,
         };
         self.cache.borrow_mut().clear();
+        // A spare's old offsets could continue the truncated log's (see `recycle.rs`).
+        self.spares.borrow_mut().clear();
         let removed: Vec<Rc<Segment>> = {
             let mut segs = self.segments.borrow_mut();
             let keep = if offset <= self.log_start.get() {
@@ -1116,6 +1142,7 @@ impl Log {
             removed
         };
         self.delete_segment_files(removed);
+        self.spares.borrow_mut().trim(std::time::Instant::now());
         if config.flush_ms != u64::MAX
             && now_ms - self.last_flush_ms.get() >= config.flush_ms as i64
         {
@@ -1159,10 +1186,16 @@ impl Log {
         let _guard = self.write_lock.lock().await;
         self.closed.set(true);
         self.cache.borrow_mut().clear();
+        self.spares.borrow_mut().forget();
         // Renamed away at once (a topic re-created with this name starts empty), deleted in
         // the background (freeing blocks would stall this thread).
         crate::deleter::retire_dir(&self.dir)?;
         Ok(())
+    }
+
+    /// Retired segment files kept for reuse as new segments (ready or still in their delay).
+    pub fn spare_file_count(&self) -> usize {
+        self.spares.borrow().count()
     }
 
     /// Bytes of stored batches over all segments.

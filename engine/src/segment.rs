@@ -7,10 +7,11 @@ use crate::config::BackendKind;
 use crate::error::LogError;
 use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use crate::io::{SegFile, SharedBuf, align_down, align_up};
+use crate::recycle::SpareFileSet;
 use crate::zero_ahead::ZeroAhead;
 use bytes::Bytes;
 use std::cell::RefCell;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -222,13 +223,57 @@ impl Segment {
         backend: BackendKind,
         now_ms: i64,
     ) -> Result<Segment, LogError> {
+        Self::create_in(dir, base_offset, backend, now_ms, None).await
+    }
+
+    /// Create a new, empty segment in the retired file `spare` (see `recycle.rs`): its old
+    /// bytes stay, past the logical end, and appends overwrite them.
+    pub(crate) async fn recycle(
+        dir: &Path,
+        base_offset: i64,
+        backend: BackendKind,
+        now_ms: i64,
+        spare: &SpareFileSet,
+    ) -> Result<Segment, LogError> {
+        Self::create_in(dir, base_offset, backend, now_ms, Some(spare)).await
+    }
+
+    async fn create_in(
+        dir: &Path,
+        base_offset: i64,
+        backend: BackendKind,
+        now_ms: i64,
+        spare: Option<&SpareFileSet>,
+    ) -> Result<Segment, LogError> {
         let (log_path, index_path, time_index_path) = Self::paths(dir, base_offset);
-        let file = SegFile::open(&log_path, backend).await?;
-        if file.size().await? != 0 {
-            file.truncate(0).await?;
+        let mut reused_indexes = [false; 2];
+        if let Some(spare) = spare {
+            std::fs::rename(&spare.log, &log_path)?;
+            // The old index files become this segment's; they are only read back after
+            // `write_indexes` rewrote them (a crash before that rebuilds the indexes).
+            for (i, (from, to)) in [
+                (&spare.index, &index_path),
+                (&spare.time_index, &time_index_path),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if let Some(from) = from {
+                    reused_indexes[i] = std::fs::rename(from, to).is_ok();
+                }
+            }
         }
-        for p in [&index_path, &time_index_path] {
-            if p.exists() {
+        let file = SegFile::open(&log_path, backend).await?;
+        let mut file_bytes = file.size().await?;
+        if spare.is_none() && file_bytes != 0 {
+            file.truncate(0).await?;
+            file_bytes = 0;
+        }
+        for (p, reused) in [&index_path, &time_index_path]
+            .into_iter()
+            .zip(reused_indexes)
+        {
+            if !reused && p.exists() {
                 std::fs::remove_file(p)?;
             }
         }
@@ -240,7 +285,7 @@ impl Segment {
             index_path,
             time_index_path,
             meta: RefCell::new(SegMeta::new(base_offset, now_ms)),
-            zero: ZeroAhead::new(0),
+            zero: ZeroAhead::new(file_bytes),
         })
     }
 
@@ -291,12 +336,14 @@ impl Segment {
             }
         };
         if valid_end < file_bytes {
-            // Zeros past the data are the padding of the last block or the zeros written
-            // ahead (Dma), expected after a crash; anything else is damage worth a warning.
-            let zeros_only = backend == BackendKind::Dma
+            // Zeros past the data (the padding of the last block, the zeros written ahead) and
+            // older batches (a recycled file's old contents) are expected after a crash on the
+            // Dma backend; anything else is damage worth a warning.
+            let expected = backend == BackendKind::Dma
                 && rebuilt
-                && segment.zeros_at(valid_end, file_bytes).await;
-            if !zeros_only {
+                && (segment.zeros_at(valid_end, file_bytes).await
+                    || segment.older_batch_at(valid_end).await);
+            if !expected {
                 tracing::warn!(segment = %segment.log_path.display(), valid_end, file_bytes, "truncating invalid tail");
             }
             segment.file.truncate(valid_end).await?;
@@ -323,6 +370,17 @@ impl Segment {
         let len = (to - from).min(64 << 10) as usize;
         match self.file.read_at(from, len).await {
             Ok(data) => data.len() == len && data.iter().all(|&b| b == 0),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether a batch from before this segment starts at `position` (a recycled file's old
+    /// contents).
+    async fn older_batch_at(&self, position: u64) -> bool {
+        match self.file.read_at(position, HEADER_BYTES).await {
+            Ok(data) => BatchHeader::view(&data)
+                .and_then(BatchFacts::from_header)
+                .is_some_and(|f| f.base_offset < self.base_offset),
             Err(_) => false,
         }
     }
@@ -497,8 +555,15 @@ impl Segment {
             (&self.index_path, index),
             (&self.time_index_path, time_index),
         ] {
-            let mut f = std::fs::File::create(path)?;
-            f.write_all(&bytes)?;
+            // Overwritten in place, not re-created: a recycled index file's blocks are reused,
+            // and shrinking it frees a block only when it crosses one.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            f.write_all_at(&bytes, 0)?;
+            f.set_len(bytes.len() as u64)?;
             f.sync_data()?;
         }
         Ok(())

@@ -1,0 +1,246 @@
+//! How segment files are prepared for appends (Dma backend). Zeros written ahead of the
+//! appends never land on data, a crash leaves them behind harmlessly, and sealing a segment
+//! cuts them off. Retired files reused as new segments never bring old batches back.
+
+mod common;
+
+use bytes::Bytes;
+use gregor_engine::batch::{SimpleRecord, encode_batch, validate_records};
+use gregor_engine::{BackendKind, Log, LogConfig};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// One record whose value (`len` bytes, never zero) is derived from `seed`.
+fn patterned_batch(seed: usize, len: usize) -> Vec<u8> {
+    let value: Vec<u8> = (0..len)
+        .map(|i| ((seed * 31 + i) % 251 + 1) as u8)
+        .collect();
+    encode_batch(&[SimpleRecord {
+        timestamp_ms: seed as i64,
+        key: None,
+        value: Some(&value),
+    }])
+}
+
+/// Reads every batch from the disk (no tail cache), checking each one's CRC; returns the record
+/// count and bytes.
+async fn read_back(log: &Log) -> (i64, u64) {
+    let (mut offset, mut bytes) = (log.log_start_offset(), 0u64);
+    while offset < log.log_end_offset() {
+        let r = log.read(offset, 4 << 20, i64::MAX).await.expect("read");
+        assert!(!r.data.is_empty(), "no data at {offset}");
+        let infos = validate_records(&r.data, 8 << 20).expect("every stored batch is intact");
+        offset += infos
+            .iter()
+            .map(|i| i.last_offset_delta as i64 + 1)
+            .sum::<i64>();
+        bytes += r.data.len() as u64;
+    }
+    (offset, bytes)
+}
+
+fn file_len(dir: &Path, base: i64) -> u64 {
+    std::fs::metadata(dir.join(gregor_engine::segment_file_name(base)))
+        .expect("segment file")
+        .len()
+}
+
+const SIZES: [usize; 4] = [1000, 17_000, 130_000, 600_000];
+
+async fn zeros_never_cover_data(backend: BackendKind, dir: PathBuf) {
+    let config = LogConfig {
+        segment_bytes: 48 << 20,
+        tail_cache_bytes: 0,
+        ..LogConfig::default()
+    };
+    let log = Rc::new(Log::open(&dir, config.clone(), backend).await.unwrap());
+    // Four concurrent appenders of mixed sizes: groups grow large and often reach into the
+    // zero write in flight, which they must wait for.
+    let mut tasks = Vec::new();
+    for p in 0..4 {
+        let log = log.clone();
+        tasks.push(glommio::spawn_local(async move {
+            for i in 0..50 {
+                let b = patterned_batch(p * 1000 + i, SIZES[(p + i) % SIZES.len()]);
+                log.append(Bytes::from(b), 0, 1).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+    glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+    let data_bytes = log.size_bytes();
+    assert_eq!(log.segment_count(), 1);
+    let on_disk = file_len(&dir, 0);
+    assert!(
+        on_disk > data_bytes + (1 << 20),
+        "zeros were written ahead: file {on_disk}, data {data_bytes}"
+    );
+    assert!(on_disk <= data_bytes + (24 << 20), "bounded: {on_disk}");
+    assert_eq!(read_back(&log).await, (200, data_bytes));
+    // A crash (no close) leaves the zeros; recovery stops at them and cuts them off.
+    drop(log);
+    let log = Log::open(&dir, config.clone(), backend).await.unwrap();
+    assert_eq!(log.log_end_offset(), 200);
+    assert_eq!(read_back(&log).await, (200, data_bytes));
+    assert_eq!(file_len(&dir, 0), data_bytes);
+    // Appends carry on after recovery, and a roll seals the first segment to its data.
+    for i in 0..40 {
+        log.append(Bytes::from(patterned_batch(9000 + i, 600_000)), 0, 1)
+            .await
+            .unwrap();
+    }
+    assert_eq!(log.segment_count(), 2);
+    let bases = log.segment_base_offsets();
+    let first_len = file_len(&dir, bases[0]);
+    assert!(first_len <= 48 << 20, "sealed at its data: {first_len}");
+    assert_eq!(read_back(&log).await, (240, log.size_bytes()));
+    log.close().await.unwrap();
+    let total: u64 = bases.iter().map(|&b| file_len(&dir, b)).sum();
+    assert_eq!(
+        total,
+        log.size_bytes(),
+        "close cuts the zeros off the active segment"
+    );
+}
+
+#[test]
+fn zeros_never_cover_data_dma() {
+    common::run(BackendKind::Dma, zeros_never_cover_data);
+}
+
+async fn zeros_off(backend: BackendKind, dir: PathBuf) {
+    let config = LogConfig {
+        zeros_ahead: false,
+        ..LogConfig::default()
+    };
+    let log = Log::open(&dir, config, backend).await.unwrap();
+    for i in 0..20 {
+        log.append(Bytes::from(patterned_batch(i, 600_000)), 0, 1)
+            .await
+            .unwrap();
+    }
+    glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+    let aligned = (log.size_bytes() + 4095) & !4095;
+    assert!(file_len(&dir, 0) <= aligned, "no zeros ahead when off");
+}
+
+#[test]
+fn zeros_off_dma() {
+    common::run(BackendKind::Dma, zeros_off);
+}
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("file").ino()
+}
+
+/// Segment files removed by retention come back as new segments, never while a reader holds
+/// them, and never bringing their old batches back into the log (live, after a crash, after
+/// close).
+async fn retired_files_are_recycled(backend: BackendKind, dir: PathBuf) {
+    let config = LogConfig {
+        segment_bytes: 2 << 20,
+        retention_bytes: 4 << 20,
+        file_delete_delay_ms: 0,
+        tail_cache_bytes: 0,
+        ..LogConfig::default()
+    };
+    let log = Log::open(&dir, config.clone(), backend).await.unwrap();
+    let mut seen_inodes = std::collections::BTreeMap::new();
+    let mut index_inodes = std::collections::BTreeMap::new();
+    let mut held = None;
+    let mut appended = 0;
+    for round in 0..12 {
+        for _ in 0..20 {
+            let b = patterned_batch(appended, 100_000);
+            log.append(Bytes::from(b), 0, 1).await.unwrap();
+            appended += 1;
+        }
+        for &base in &log.segment_base_offsets() {
+            let path = dir.join(gregor_engine::segment_file_name(base));
+            seen_inodes.entry(base).or_insert_with(|| inode(&path));
+            let index = path.with_extension("index");
+            if index.exists() {
+                index_inodes.entry(base).or_insert_with(|| inode(&index));
+            }
+        }
+        if round == 2 {
+            // A zero-copy read of the oldest segment, held across its retirement.
+            let start = log.log_start_offset();
+            let r = log.read_for_send(start, 1 << 20, i64::MAX).await.unwrap();
+            let gregor_engine::SendData::File(range) = r.data else {
+                panic!("the oldest segment is sealed and uncached: a file range");
+            };
+            let mut bytes = vec![0u8; range.len];
+            std::os::unix::fs::FileExt::read_exact_at(&*range.file, &mut bytes, range.position)
+                .unwrap();
+            use std::os::unix::fs::MetadataExt;
+            held = Some((range.file.metadata().unwrap().ino(), range, bytes));
+        }
+        log.set_high_watermark(log.log_end_offset());
+        log.enforce_retention(1).await.unwrap();
+        let (end, _) = read_back(&log).await;
+        assert_eq!(end, appended as i64);
+    }
+    let (held_ino, range, bytes) = held.expect("held");
+    let mut again = vec![0u8; range.len];
+    std::os::unix::fs::FileExt::read_exact_at(&*range.file, &mut again, range.position).unwrap();
+    assert!(
+        again == bytes,
+        "a held file is never recycled under its reader"
+    );
+    // Inodes repeat: new segments were made of retired files (but not of the held one).
+    let distinct: std::collections::BTreeSet<u64> = seen_inodes.values().copied().collect();
+    assert!(
+        distinct.len() + 3 <= seen_inodes.len(),
+        "{} segments, {} files",
+        seen_inodes.len(),
+        distinct.len()
+    );
+    let distinct_index: std::collections::BTreeSet<u64> = index_inodes.values().copied().collect();
+    assert!(
+        distinct_index.len() + 3 <= index_inodes.len(),
+        "index files are reused with their segment: {} of {}",
+        distinct_index.len(),
+        index_inodes.len()
+    );
+    let ino_count = seen_inodes.values().filter(|&&i| i == held_ino).count();
+    assert_eq!(ino_count, 1, "the held file was not reused");
+    // At most the newest two ready spares, plus the held one.
+    assert!(log.spare_file_count() <= 3, "{}", log.spare_file_count());
+    drop(range);
+    log.truncate_to(log.log_end_offset() - 1).await.unwrap();
+    assert_eq!(log.spare_file_count(), 0, "a truncation drops every spare");
+    // A crash: recovery stops at the recycled file's old batches.
+    let end = log.log_end_offset();
+    drop(log);
+    let log = Log::open(&dir, config.clone(), backend).await.unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    let (read_end, bytes) = read_back(&log).await;
+    assert_eq!((read_end, bytes), (end, log.size_bytes()));
+    // A clean close leaves every file cut to its data.
+    log.close().await.unwrap();
+    let total: u64 = log
+        .segment_base_offsets()
+        .iter()
+        .map(|&b| file_len(&dir, b))
+        .sum();
+    assert_eq!(total, log.size_bytes());
+    // The rewritten indexes of recycled files are trusted after a clean close, and right.
+    let end = log.log_end_offset();
+    drop(log);
+    let log = Log::open(&dir, config, backend).await.unwrap();
+    assert_eq!(read_back(&log).await, (end, log.size_bytes()));
+    for base in log.segment_base_offsets() {
+        let r = log.read(base + 3, 1, i64::MAX).await.unwrap();
+        let first = gregor_engine::batch::BatchIter::new(&r.data).next().unwrap().0;
+        assert_eq!(first.base_offset.get(), base + 3, "indexed lookup");
+    }
+}
+
+#[test]
+fn retired_files_are_recycled_dma() {
+    common::run(BackendKind::Dma, retired_files_are_recycled);
+}
