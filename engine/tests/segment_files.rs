@@ -235,7 +235,10 @@ async fn retired_files_are_recycled(backend: BackendKind, dir: PathBuf) {
     assert_eq!(read_back(&log).await, (end, log.size_bytes()));
     for base in log.segment_base_offsets() {
         let r = log.read(base + 3, 1, i64::MAX).await.unwrap();
-        let first = gregor_engine::batch::BatchIter::new(&r.data).next().unwrap().0;
+        let first = gregor_engine::batch::BatchIter::new(&r.data)
+            .next()
+            .unwrap()
+            .0;
         assert_eq!(first.base_offset.get(), base + 3, "indexed lookup");
     }
 }
