@@ -418,15 +418,12 @@ pub async fn open_owned(
             tracing::error!(topic, partition = index, error = %e, "cannot remove stale partition directory");
             continue;
         }
-        let cache_bytes = ctx.registry.cache_share_bytes(1);
-        match PartitionLog::open(
-            &dir,
-            config.clone(),
-            ctx.config.storage_backend,
-            cache_bytes,
-        )
-        .await
-        {
+        let tuning = crate::log::StorageTuning {
+            cache_bytes: ctx.registry.cache_share_bytes(1),
+            zeros_ahead: ctx.config.segment_zeros_ahead,
+            recycle_segments: ctx.config.segment_recycle,
+        };
+        match PartitionLog::open(&dir, config.clone(), ctx.config.storage_backend, tuning).await {
             Ok(log) => {
                 ctx.registry.insert(Partition {
                     topic: topic.to_string(),

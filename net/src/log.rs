@@ -95,26 +95,38 @@ pub fn log_config(config: &TopicConfig) -> LogConfig {
     }
 }
 
+/// Broker-level storage settings of a partition log (not topic configs).
+#[derive(Debug, Clone, Copy)]
+pub struct StorageTuning {
+    /// Bytes of tail cache (the core's budget divided among its partitions).
+    pub cache_bytes: usize,
+    /// `log.segment.zeros.ahead`.
+    pub zeros_ahead: bool,
+    /// `log.segment.recycle`.
+    pub recycle_segments: bool,
+}
+
 /// One partition's log.
 pub struct PartitionLog {
     log: Log,
 }
 
 impl PartitionLog {
-    /// Opens (or creates) the log in `dir`, recovering it if it was not closed cleanly, with
-    /// `cache_bytes` of tail cache.
+    /// Opens (or creates) the log in `dir`, recovering it if it was not closed cleanly.
     pub async fn open(
         dir: &Path,
         config: TopicConfig,
         backend: StorageBackend,
-        cache_bytes: usize,
+        tuning: StorageTuning,
     ) -> Result<Self, LogError> {
         let backend = match backend {
             StorageBackend::Dma => BackendKind::Dma,
             StorageBackend::Std => BackendKind::Std,
         };
         let log_config = LogConfig {
-            tail_cache_bytes: cache_bytes,
+            tail_cache_bytes: tuning.cache_bytes,
+            zeros_ahead: tuning.zeros_ahead,
+            recycle_segments: tuning.recycle_segments,
             ..log_config(&config)
         };
         let log = Log::open(dir, log_config, backend).await?;
@@ -129,8 +141,11 @@ impl PartitionLog {
 
     /// Applies a new topic config (takes effect for the next append/roll/retention pass).
     pub fn reconfigure(&self, config: TopicConfig) {
+        let current = self.log.config();
         self.log.set_config(LogConfig {
-            tail_cache_bytes: self.log.config().tail_cache_bytes,
+            tail_cache_bytes: current.tail_cache_bytes,
+            zeros_ahead: current.zeros_ahead,
+            recycle_segments: current.recycle_segments,
             ..log_config(&config)
         });
     }
