@@ -221,7 +221,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         name: "log.segment.delete.delay.ms",
         kafka_name: "log.segment.delete.delay.ms",
         default: "60000",
-        doc: "Default file.delete.delay.ms of topics: how long a segment removed by retention or DeleteRecords stays on disk (renamed *.deleted) before a background thread deletes it.",
+        doc: "Default file.delete.delay.ms of topics: how long a segment removed by retention or DeleteRecords stays on disk (renamed *.deleted) before a background thread deletes it or, with log.segment.recycle, a new segment reuses it.",
     },
     SettingSpec {
         name: "log.message.timestamp.type",
