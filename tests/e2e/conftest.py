@@ -154,3 +154,13 @@ def pytest_addoption(parser):
 def long_runs(request) -> int:
     """Multiplier for crash rounds and fault cases: 1 normally, 10 with --long."""
     return 10 if request.config.getoption("--long") else 1
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long soak outlasts pytest.ini's 300 s timeout: give it its length plus 15 minutes
+    (measuring the maximum, start-up, draining the group)."""
+    soak_minutes = config.getoption("--soak-minutes")
+    if soak_minutes > 0:
+        for item in items:
+            if "soak" in item.nodeid:
+                item.add_marker(pytest.mark.timeout(int(soak_minutes * 60) + 900))
