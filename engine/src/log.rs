@@ -212,6 +212,10 @@ pub struct Log {
     write_lock: LocalMutex,
     /// Retired segment files kept for reuse as new segments (Dma backend).
     spares: RefCell<SpareFiles>,
+    /// Whether anyone asked this log for durability (`flush`). Zeros are written ahead only
+    /// then: they make fdatasync cheap, but cost disk bandwidth and, at high acks=1 rates,
+    /// produce latency (BENCHMARKS.md, change 11).
+    flushes_requested: Cell<bool>,
     /// Append requests waiting for the write lock, oldest first (bounded by the number of
     /// concurrent `append` calls, which the broker bounds).
     pending: RefCell<VecDeque<Rc<AppendSlot>>>,
@@ -361,6 +365,7 @@ impl Log {
             segments: RefCell::new(segments),
             write_lock: LocalMutex::default(),
             spares: RefCell::new(SpareFiles::default()),
+            flushes_requested: Cell::new(false),
             pending: RefCell::new(VecDeque::new()),
             flush_lock: LocalMutex::default(),
             log_start: Cell::new(log_start),
@@ -527,7 +532,7 @@ impl Log {
                 &parts,
                 config.index_interval_bytes,
                 now_ms,
-                if config.zeros_ahead {
+                if config.zeros_ahead && self.flushes_requested.get() {
                     config.segment_bytes
                 } else {
                     0
@@ -853,6 +858,7 @@ impl Log {
     /// commit): whoever waits for the flush lock finds its data already covered. Returns the
     /// flushed offset (exclusive).
     pub async fn flush(&self) -> Result<i64, LogError> {
+        self.flushes_requested.set(true);
         let target = self.log_end.get();
         if self.flushed.get() >= target {
             return Ok(self.flushed.get());

@@ -54,6 +54,8 @@ async fn zeros_never_cover_data(backend: BackendKind, dir: PathBuf) {
         ..LogConfig::default()
     };
     let log = Rc::new(Log::open(&dir, config.clone(), backend).await.unwrap());
+    // Zeros are written ahead only for a log that is flushed (acks=all).
+    log.flush().await.unwrap();
     // Four concurrent appenders of mixed sizes: groups grow large and often reach into the
     // zero write in flight, which they must wait for.
     let mut tasks = Vec::new();
@@ -116,6 +118,7 @@ async fn zeros_off(backend: BackendKind, dir: PathBuf) {
         ..LogConfig::default()
     };
     let log = Log::open(&dir, config, backend).await.unwrap();
+    log.flush().await.unwrap();
     for i in 0..20 {
         log.append(Bytes::from(patterned_batch(i, 600_000)), 0, 1)
             .await
@@ -129,6 +132,26 @@ async fn zeros_off(backend: BackendKind, dir: PathBuf) {
 #[test]
 fn zeros_off_dma() {
     common::run(BackendKind::Dma, zeros_off);
+}
+
+/// A log nobody flushes (acks=1 only) gets no zeros: they would cost bandwidth for nothing.
+async fn no_zeros_without_flushes(backend: BackendKind, dir: PathBuf) {
+    let log = Log::open(&dir, LogConfig::default(), backend)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        log.append(Bytes::from(patterned_batch(i, 600_000)), 0, 1)
+            .await
+            .unwrap();
+    }
+    glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+    let aligned = (log.size_bytes() + 4095) & !4095;
+    assert!(file_len(&dir, 0) <= aligned, "no zeros without flushes");
+}
+
+#[test]
+fn no_zeros_without_flushes_dma() {
+    common::run(BackendKind::Dma, no_zeros_without_flushes);
 }
 
 fn inode(path: &Path) -> u64 {
