@@ -149,7 +149,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         name: "log.segment.zeros.ahead",
         kafka_name: "-",
         default: "true",
-        doc: "Write zeros a few MiB ahead of each active segment's appends, in the background (O_DIRECT backend), so appends overwrite written blocks: io_uring issues them without a kernel worker thread and an fsync has no file size change to persist. Costs up to 16 MiB of disk per active segment and the disk bandwidth of the zeros.",
+        doc: "For partitions that are flushed (acks=all, flush.messages, flush.ms), write zeros a few MiB ahead of each active segment's appends, in the background (O_DIRECT backend), so appends overwrite written blocks: io_uring issues them without a kernel worker thread and an fsync has no file size change to persist. Costs up to 16 MiB of disk per active segment and the disk bandwidth of the zeros.",
     },
     SettingSpec {
         name: "log.segment.recycle",
