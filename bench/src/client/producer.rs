@@ -122,6 +122,7 @@ pub struct Producer {
     on_ack: AckCallback,
     closed: Cell<bool>,
     tasks: RefCell<Vec<glommio::task::JoinHandle<()>>>,
+    batches_sealed: Cell<u64>,
 }
 
 impl Producer {
@@ -176,6 +177,7 @@ impl Producer {
             on_ack,
             closed: Cell::new(false),
             tasks: RefCell::new(Vec::new()),
+            batches_sealed: Cell::new(0),
         });
         for leader in leaders {
             producer.start_leader(leader).await?;
@@ -304,7 +306,14 @@ impl Producer {
         Ok(partition)
     }
 
+    /// Batches sealed so far. A caller that reuses one clock reading for several records can
+    /// tell from a change that a `send` did more than append (sealing copies and checksums).
+    pub fn batches_sealed(&self) -> u64 {
+        self.batches_sealed.get()
+    }
+
     fn enqueue(&self, batch: ReadyBatch) {
+        self.batches_sealed.set(self.batches_sealed.get() + 1);
         if key_is_sticky_partition(
             &self.partitioner.borrow(),
             batch.partition,

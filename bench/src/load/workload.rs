@@ -2,7 +2,7 @@
 //! tasks, spread over one glommio executor per core. Hot loops reuse one payload buffer per
 //! producer and allocate nothing per record.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -295,11 +295,19 @@ async fn executor_producers(
     if let Some(e) = first_err {
         return Err(e);
     }
-    let r = Rc::try_unwrap(result)
-        .map_err(|_| ClientError::Invalid("producer results still shared".into()))?
-        .into_inner();
-    Ok(r)
+    // Every task checked that all its records were reported before it returned, so the result
+    // is complete. It is taken out rather than unwrapped: the ack callback (and its clone of
+    // `result`) lives in the producer's background tasks, which are cancelled by `close` but
+    // dropped only when the executor next polls them.
+    Ok(std::mem::replace(
+        &mut *result.borrow_mut(),
+        ProduceResult::new(),
+    ))
 }
+
+/// Flat out, one clock reading serves this many consecutive records (unless the producer waited
+/// or sealed a batch in between), so a send time is at most a few appends (~1 µs each) early.
+const CLOCK_REUSE_RECORDS: u32 = 8;
 
 async fn producer_task(
     spec: &ProduceSpec,
@@ -313,11 +321,15 @@ async fn producer_task(
     ccfg.conn.client_id = format!("gregor-bench-{id}");
     let cluster = Cluster::connect(ccfg).await?;
     let acked = Rc::new(RefCell::new(BitSet::default()));
+    // Records reported (acknowledged or failed), to check that none is missing at the end.
+    let reported = Rc::new(Cell::new(0u64));
     let on_ack: AckCallback = {
         let (result, progress, acked) = (result.clone(), progress.clone(), acked.clone());
+        let reported = reported.clone();
         let e2e = spec.e2e;
         Rc::new(move |b: &BatchAck<'_>| {
             let n = b.record_count as u64;
+            reported.set(reported.get() + n);
             let mut r = result.borrow_mut();
             if let Some(e) = b.error {
                 progress.errors.fetch_add(n, Ordering::Relaxed);
@@ -365,17 +377,27 @@ async fn producer_task(
     );
     let mut key_buf = [0u8; 32];
     let start = Instant::now();
+    // Record timestamps (ms since the Unix epoch) follow the monotonic clock from one wall
+    // reading, so a record costs no second clock read.
+    let start_wall_ms = wall_ms();
     let deadline = spec.duration.map(|d| start + d);
     let size_span = (spec.size_max - spec.size_min) as u64 + 1;
     let mut seq: u64 = 0;
+    // Flat out: the last clock reading and how many more records may reuse it.
+    let mut now_cached = start;
+    let mut reuse_left: u32 = 0;
     loop {
         if my_messages.is_some_and(|m| seq >= m) {
             break;
         }
-        // Flat out, the clock is read every 64 records; at a target rate every record, so the
-        // count matches rate x duration.
+        if interval_ns.is_none() && reuse_left == 0 {
+            now_cached = Instant::now();
+            reuse_left = CLOCK_REUSE_RECORDS;
+        }
+        // Flat out, the deadline is checked every 64 records; at a target rate every record,
+        // so the count matches rate x duration.
         let check = interval_ns.is_some() || seq.is_multiple_of(64);
-        if check && deadline.is_some_and(|d| Instant::now() >= d) {
+        if check && deadline.is_some_and(|d| now_cached.max(Instant::now()) >= d) {
             break;
         }
         let scheduled = match interval_ns {
@@ -389,7 +411,10 @@ async fn producer_task(
                 }
                 t
             }
-            None => Instant::now(),
+            None => {
+                reuse_left -= 1;
+                now_cached
+            }
         };
         let size = spec.size_min + rng.below(size_span) as usize;
         let off = rng.below(FILLER_SLACK_BYTES as u64) as usize;
@@ -405,12 +430,36 @@ async fn producer_task(
             Keys::Hot => Some(b"hot-key"),
             Keys::Uniform => Some(format_key(&mut key_buf, rng.below(spec.key_space))),
         };
-        producer
-            .send(None, key, Some(value), &[], wall_ms(), tag)
+        let timestamp_ms =
+            start_wall_ms + scheduled.saturating_duration_since(start).as_millis() as i64;
+        let sealed_before = producer.batches_sealed();
+        let waited = {
+            let mut send =
+                std::pin::pin!(producer.send(None, key, Some(value), &[], timestamp_ms, tag));
+            let mut polls = 0u32;
+            std::future::poll_fn(|cx| {
+                polls += 1;
+                send.as_mut().poll(cx)
+            })
             .await?;
+            polls > 1
+        };
+        // Time passed (a wait for buffer space, or sealing a batch): the next record reads the
+        // clock again.
+        if waited || producer.batches_sealed() != sealed_before {
+            reuse_left = 0;
+        }
         seq += 1;
     }
     producer.close().await?;
+    // `close` returns once every batch was acknowledged or failed; check that each record was
+    // reported, so the totals taken after the tasks end are complete.
+    if reported.get() != seq {
+        return Err(ClientError::Invalid(format!(
+            "producer {id}: {} of {seq} records reported",
+            reported.get()
+        )));
+    }
     if spec.e2e {
         let a = std::mem::take(&mut *acked.borrow_mut());
         result.borrow_mut().acked.push((id, a));
