@@ -70,7 +70,10 @@ pub type HeaderRef<'a> = (&'a str, Option<&'a [u8]>);
 /// Accumulates records for one partition into a v2 batch.
 #[derive(Debug)]
 pub struct BatchBuilder {
+    /// Room for the batch header (filled in by `seal`), then the records. Uncompressed batches
+    /// are sealed in place, so each value is copied once, by `append`.
     records: BytesMut,
+    capacity_bytes: usize,
     record_count: i32,
     base_timestamp_ms: i64,
     max_timestamp_ms: i64,
@@ -81,12 +84,19 @@ impl BatchBuilder {
     /// An empty builder; `capacity_bytes` is the expected batch size.
     pub fn new(compression: Compression, capacity_bytes: usize) -> Self {
         Self {
-            records: BytesMut::with_capacity(capacity_bytes),
+            records: Self::fresh_buffer(capacity_bytes),
+            capacity_bytes,
             record_count: 0,
             base_timestamp_ms: 0,
             max_timestamp_ms: 0,
             compression,
         }
+    }
+
+    fn fresh_buffer(capacity_bytes: usize) -> BytesMut {
+        let mut b = BytesMut::with_capacity(capacity_bytes.max(BATCH_HEADER_BYTES));
+        b.put_bytes(0, BATCH_HEADER_BYTES);
+        b
     }
 
     /// Number of records appended since the last seal.
@@ -96,7 +106,7 @@ impl BatchBuilder {
 
     /// Uncompressed size in bytes of the batch if sealed now.
     pub fn size_bytes(&self) -> usize {
-        BATCH_HEADER_BYTES + self.records.len()
+        self.records.len()
     }
 
     /// True if no record was appended since the last seal.
@@ -177,42 +187,46 @@ impl BatchBuilder {
     /// Writes the finished batch (header, possibly compressed records, CRC) and resets the
     /// builder for reuse.
     pub fn seal(&mut self) -> Result<Bytes> {
-        let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + self.records.len());
-        out.put_i64(0); // base offset: assigned by the broker
-        out.put_i32(0); // batch length, filled below
-        out.put_i32(-1); // partition leader epoch
-        out.put_i8(2); // magic
-        out.put_u32(0); // crc, filled below
-        out.put_i16(self.compression as i16);
-        out.put_i32(self.record_count - 1); // last offset delta
-        out.put_i64(self.base_timestamp_ms);
-        out.put_i64(self.max_timestamp_ms);
-        out.put_i64(-1); // producer id
-        out.put_i16(-1); // producer epoch
-        out.put_i32(-1); // base sequence
-        out.put_i32(self.record_count);
-        debug_assert_eq!(out.len(), BATCH_HEADER_BYTES);
-        let records = &self.records[..];
-        let compressed = |out: &mut BytesMut| -> anyhow::Result<()> {
+        let mut out = if self.compression == Compression::None {
+            // In place: the records are already behind the header's room.
+            std::mem::replace(&mut self.records, Self::fresh_buffer(self.capacity_bytes))
+        } else {
+            let records = &self.records[BATCH_HEADER_BYTES..];
+            let mut out = BytesMut::with_capacity(self.records.len());
+            out.put_bytes(0, BATCH_HEADER_BYTES);
             let fill = |b: &mut BytesMut| -> anyhow::Result<()> {
                 b.put_slice(records);
                 Ok(())
             };
             match self.compression {
-                Compression::None => out.put_slice(records),
-                Compression::Gzip => codec::Gzip::compress(out, fill)?,
-                Compression::Snappy => codec::Snappy::compress(out, fill)?,
-                Compression::Lz4 => lz4_frame(out, records)?,
-                Compression::Zstd => zstd_frame(out, records)?,
+                Compression::Gzip => codec::Gzip::compress(&mut out, fill),
+                Compression::Snappy => codec::Snappy::compress(&mut out, fill),
+                Compression::Lz4 => lz4_frame(&mut out, records),
+                Compression::Zstd => zstd_frame(&mut out, records),
+                Compression::None => Ok(()),
             }
-            Ok(())
+            .map_err(|e| ClientError::Protocol(format!("compress: {e}")))?;
+            self.records.truncate(BATCH_HEADER_BYTES);
+            out
         };
-        compressed(&mut out).map_err(|e| ClientError::Protocol(format!("compress: {e}")))?;
         let batch_len = (out.len() - 12) as i32;
-        out[8..12].copy_from_slice(&batch_len.to_be_bytes());
+        let mut header = &mut out[..BATCH_HEADER_BYTES];
+        header.put_i64(0); // base offset: assigned by the broker
+        header.put_i32(batch_len);
+        header.put_i32(-1); // partition leader epoch
+        header.put_i8(2); // magic
+        header.put_u32(0); // crc, filled below
+        header.put_i16(self.compression as i16);
+        header.put_i32(self.record_count - 1); // last offset delta
+        header.put_i64(self.base_timestamp_ms);
+        header.put_i64(self.max_timestamp_ms);
+        header.put_i64(-1); // producer id
+        header.put_i16(-1); // producer epoch
+        header.put_i32(-1); // base sequence
+        header.put_i32(self.record_count);
+        debug_assert!(header.is_empty());
         let crc = crc32c::crc32c(&out[21..]);
         out[17..21].copy_from_slice(&crc.to_be_bytes());
-        self.records.clear();
         self.record_count = 0;
         Ok(out.freeze())
     }
@@ -635,5 +649,37 @@ mod tests {
         let mut b = BatchBuilder::new(Compression::None, 2048);
         b.append(0, Some(b"key"), Some(&[0u8; 1000]), &hs);
         assert_eq!(b.size_bytes() - BATCH_HEADER_BYTES, want);
+    }
+
+    #[test]
+    fn sealed_size_matches_size_bytes_and_batches_stay_intact_after_reuse() {
+        for c in CODECS {
+            let mut b = BatchBuilder::new(c, 16);
+            let mut sealed = Vec::new();
+            for round in 0..3u8 {
+                for i in 0..4u8 {
+                    b.append(i as i64, None, Some(&[round * 10 + i; 40]), &[]);
+                }
+                if c == Compression::None {
+                    let want = b.size_bytes();
+                    let got = b.seal().unwrap();
+                    assert_eq!(got.len(), want);
+                    sealed.push(got);
+                } else {
+                    sealed.push(b.seal().unwrap());
+                }
+            }
+            // Earlier batches must not be changed by later appends to the reused builder.
+            for (round, batch) in sealed.into_iter().enumerate() {
+                let parsed = parse_batches(batch).unwrap();
+                assert_eq!(parsed.len(), 1);
+                let vals: Vec<u8> = parsed[0]
+                    .records()
+                    .map(|r| r.unwrap().value.unwrap()[0])
+                    .collect();
+                let r = round as u8 * 10;
+                assert_eq!(vals, vec![r, r + 1, r + 2, r + 3], "{c:?}");
+            }
+        }
     }
 }
