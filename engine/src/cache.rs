@@ -2,28 +2,28 @@
 //! served without disk reads. It holds the very buffers that were written (no extra copy on
 //! the append path), indexed by (segment base offset, file position).
 
-use crate::io::SharedBuf;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 
 struct Chunk {
     segment_base: i64,
-    /// File position of `buf[data_start]`.
+    /// File position of `data[0]`.
     file_position: u64,
-    buf: SharedBuf,
-    data_start: usize,
-    data_len: usize,
+    /// The appended bytes: whole batches, one append's worth.
+    data: Bytes,
+    /// Memory the chunk keeps alive (its whole write buffer, padding included).
+    held_bytes: usize,
 }
 
 impl Chunk {
     fn end(&self) -> u64 {
-        self.file_position + self.data_len as u64
+        self.file_position + self.data.len() as u64
     }
 }
 
 pub(crate) struct TailCache {
     chunks: VecDeque<Chunk>,
-    /// Sum of the full buffer sizes held (what the memory actually costs).
+    /// Sum of the chunks' `held_bytes` (what the memory actually costs).
     held_bytes: usize,
     max_bytes: usize,
 }
@@ -42,17 +42,17 @@ impl TailCache {
         self.evict();
     }
 
-    /// Record that `buf[data_start..data_start + data_len]` now lives at `file_position` of
-    /// segment `segment_base`. Appends arrive in (segment, position) order.
+    /// Record that `data` (one append: whole batches) now lives at `file_position` of
+    /// segment `segment_base`, keeping `held_bytes` of memory alive. Appends arrive in
+    /// (segment, position) order.
     pub(crate) fn insert(
         &mut self,
         segment_base: i64,
         file_position: u64,
-        buf: SharedBuf,
-        data_start: usize,
-        data_len: usize,
+        data: Bytes,
+        held_bytes: usize,
     ) {
-        if self.max_bytes == 0 || data_len == 0 {
+        if self.max_bytes == 0 || data.is_empty() {
             return;
         }
         if let Some(last) = self.chunks.back() {
@@ -64,13 +64,13 @@ impl TailCache {
                 self.clear();
             }
         }
-        self.held_bytes += buf.as_slice().len();
+        let held_bytes = held_bytes.max(data.len());
+        self.held_bytes += held_bytes;
         self.chunks.push_back(Chunk {
             segment_base,
             file_position,
-            buf,
-            data_start,
-            data_len,
+            data,
+            held_bytes,
         });
         self.evict();
     }
@@ -78,7 +78,7 @@ impl TailCache {
     fn evict(&mut self) {
         while self.held_bytes > self.max_bytes {
             match self.chunks.pop_front() {
-                Some(c) => self.held_bytes -= c.buf.as_slice().len(),
+                Some(c) => self.held_bytes -= c.held_bytes,
                 None => break,
             }
         }
@@ -105,25 +105,28 @@ impl TailCache {
             .is_some_and(|c| c.segment_base < segment_base)
         {
             if let Some(c) = self.chunks.pop_front() {
-                self.held_bytes -= c.buf.as_slice().len();
+                self.held_bytes -= c.held_bytes;
             }
         }
     }
 
-    /// Copy `[position, position + len)` of a segment out of the cache, if fully cached.
+    /// Index of the first chunk ending after `position` of segment `segment_base`.
+    fn first_after(&self, segment_base: i64, position: u64) -> usize {
+        self.chunks
+            .partition_point(|c| (c.segment_base, c.end()) <= (segment_base, position))
+    }
+
+    /// `[position, position + len)` of a segment, if fully cached: a slice when one chunk
+    /// holds it (no copy), else a copy.
     pub(crate) fn read(&self, segment_base: i64, position: u64, len: usize) -> Option<Bytes> {
-        let first = self
-            .chunks
-            .partition_point(|c| (c.segment_base, c.end()) <= (segment_base, position));
-        // Common case: the range lies in one heap chunk; hand out a slice, no copy.
+        let first = self.first_after(segment_base, position);
         if let Some(c) = self.chunks.get(first)
-            && let SharedBuf::Heap(bytes) = &c.buf
             && c.segment_base == segment_base
             && c.file_position <= position
             && position + len as u64 <= c.end()
         {
-            let from = c.data_start + (position - c.file_position) as usize;
-            return Some(bytes.slice(from..from + len));
+            let from = (position - c.file_position) as usize;
+            return Some(c.data.slice(from..from + len));
         }
         let mut out = BytesMut::with_capacity(0);
         let mut pos = position;
@@ -136,15 +139,47 @@ impl TailCache {
                 return None;
             }
             let from = (pos - c.file_position) as usize;
-            let take = (c.data_len - from).min((end - pos) as usize);
-            let slice = &c.buf.as_slice()[c.data_start + from..c.data_start + from + take];
+            let take = (c.data.len() - from).min((end - pos) as usize);
             if out.capacity() == 0 {
                 out.reserve(len);
             }
-            out.extend_from_slice(slice);
+            out.extend_from_slice(&c.data[from..from + take]);
             pos += take as u64;
         }
         (pos >= end).then(|| out.freeze())
+    }
+
+    /// Up to `max_len` bytes of segment `segment_base` from `position`, as consecutive
+    /// slices of the cached chunks (no copy): the first starts at `position`, each following
+    /// one where the previous ended, and a slice never spans two appends. `None` unless
+    /// `position` is cached; fewer bytes when the segment's cached data ends first.
+    pub(crate) fn slices(
+        &self,
+        segment_base: i64,
+        position: u64,
+        max_len: usize,
+    ) -> Option<Vec<Bytes>> {
+        let first = self.first_after(segment_base, position);
+        let c = self.chunks.get(first)?;
+        if c.segment_base != segment_base || c.file_position > position {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut pos = position;
+        let end = position + max_len as u64;
+        for c in self.chunks.range(first..) {
+            if pos >= end
+                || c.segment_base != segment_base
+                || (!out.is_empty() && c.file_position != pos)
+            {
+                break;
+            }
+            let from = (pos - c.file_position) as usize;
+            let take = (c.data.len() - from).min((end - pos) as usize);
+            out.push(c.data.slice(from..from + take));
+            pos += take as u64;
+        }
+        Some(out)
     }
 }
 
@@ -152,23 +187,59 @@ impl TailCache {
 mod tests {
     use super::*;
 
-    fn heap(v: &[u8]) -> SharedBuf {
-        SharedBuf::Heap(Bytes::copy_from_slice(v))
+    fn insert(
+        c: &mut TailCache,
+        segment_base: i64,
+        position: u64,
+        held: &[u8],
+        from: usize,
+        len: usize,
+    ) {
+        let data = Bytes::copy_from_slice(held).slice(from..from + len);
+        c.insert(segment_base, position, data, held.len());
     }
 
     #[test]
     fn reads_across_chunks_and_evicts() {
         let mut c = TailCache::new(19);
-        c.insert(0, 0, heap(b"xxabcd"), 2, 4);
-        c.insert(0, 4, heap(b"efgh"), 0, 4);
+        insert(&mut c, 0, 0, b"xxabcd", 2, 4);
+        insert(&mut c, 0, 4, b"efgh", 0, 4);
         assert_eq!(c.read(0, 1, 6).unwrap(), Bytes::from_static(b"bcdefg"));
         assert!(c.read(0, 6, 3).is_none(), "past cached end");
         assert!(c.read(1, 0, 1).is_none(), "other segment");
-        c.insert(8, 0, heap(b"0123456789"), 0, 10);
+        insert(&mut c, 8, 0, b"0123456789", 0, 10);
         assert!(c.read(0, 0, 1).is_none(), "evicted");
         assert_eq!(c.read(8, 9, 1).unwrap(), Bytes::from_static(b"9"));
-        c.insert(8, 3, heap(b"zz"), 0, 2); // non-contiguous: cache resets
+        insert(&mut c, 8, 3, b"zz", 0, 2); // non-contiguous: cache resets
         assert!(c.read(8, 0, 1).is_none());
         assert_eq!(c.read(8, 3, 2).unwrap(), Bytes::from_static(b"zz"));
+    }
+
+    /// Slices reference the chunks (same memory), follow each other, stop at `max_len`, at
+    /// the segment's cached end, or at another segment.
+    #[test]
+    fn slices_reference_the_chunks() {
+        let mut c = TailCache::new(1 << 20);
+        insert(&mut c, 0, 0, b"xxabcd", 2, 4);
+        insert(&mut c, 0, 4, b"efgh", 0, 4);
+        insert(&mut c, 8, 0, b"ijkl", 0, 4);
+        let s = c.slices(0, 1, 100).unwrap();
+        assert_eq!(
+            s,
+            vec![Bytes::from_static(b"bcd"), Bytes::from_static(b"efgh")]
+        );
+        let again = c.slices(0, 1, 100).unwrap();
+        assert_eq!(
+            s[1].as_ptr(),
+            again[1].as_ptr(),
+            "copied instead of referenced"
+        );
+        assert_eq!(
+            c.slices(0, 2, 4).unwrap(),
+            vec![Bytes::from_static(b"cd"), Bytes::from_static(b"ef")]
+        );
+        assert_eq!(c.slices(8, 1, 2).unwrap(), vec![Bytes::from_static(b"jk")]);
+        assert!(c.slices(0, 8, 1).is_none(), "past the segment's cached end");
+        assert!(c.slices(4, 0, 1).is_none(), "segment not cached");
     }
 }

@@ -58,6 +58,15 @@ impl SharedBuf {
             SharedBuf::Dma(b) => b.as_bytes(),
         }
     }
+
+    /// The whole buffer as `Bytes` any thread may hold, without a copy (see `lent.rs`). The
+    /// buffer must never be written again.
+    pub(crate) fn into_bytes(self) -> Bytes {
+        match self {
+            SharedBuf::Heap(b) => b,
+            SharedBuf::Dma(b) => crate::lent::lend(b),
+        }
+    }
 }
 
 thread_local! {

@@ -32,6 +32,7 @@ mod deleter;
 mod error;
 mod index;
 mod io;
+mod lent;
 mod log;
 mod recycle;
 mod segment;

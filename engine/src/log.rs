@@ -8,7 +8,7 @@ use crate::cache::TailCache;
 use crate::config::{BackendKind, LogConfig, TimestampType};
 use crate::error::LogError;
 use crate::recycle::SpareFiles;
-use crate::segment::{AppendPart, Segment, Window, file_name};
+use crate::segment::{AppendPart, BatchFacts, Segment, Window, file_name};
 use crate::sync::LocalMutex;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -155,6 +155,9 @@ pub struct FileRange {
 pub enum SendData {
     /// Whole batches in memory (the tail cache, or a read).
     Memory(Bytes),
+    /// Whole batches in memory, in consecutive pieces: the tail cache's buffers of several
+    /// appends, referenced rather than copied into one. Each piece holds whole batches.
+    Pieces(Vec<Bytes>),
     /// Whole batches still on disk.
     File(FileRange),
 }
@@ -170,6 +173,7 @@ impl SendData {
     pub fn len(&self) -> usize {
         match self {
             SendData::Memory(b) => b.len(),
+            SendData::Pieces(pieces) => pieces.iter().map(Bytes::len).sum(),
             SendData::File(f) => f.len,
         }
     }
@@ -687,14 +691,6 @@ impl Log {
             (true, BackendKind::Dma) => end.saturating_sub(SEND_FILE_MARGIN_BYTES),
             _ => end,
         };
-        // Data up to `limit` only: a segment reaching past it is read (rare: the high
-        // watermark trails the log end only while an append completes).
-        if next_offset > limit || sendable_end == 0 {
-            return Ok(self
-                .read_segment(seg, offset, max_bytes, limit)
-                .await?
-                .map(SendData::Memory));
-        }
         let interval = self.config.borrow().index_interval_bytes as usize;
         let mut window = Window::new(2 * interval);
         let Some((position, first)) = seg.locate(&self.cache, &mut window, offset, end).await?
@@ -704,8 +700,15 @@ impl Log {
         let want = (max_bytes.min(READ_WINDOW_BYTES_MAX) as u64)
             .max(first.total_bytes)
             .min(end - position);
+        // The tail cache holds it: its own buffers go out, whole batches below `limit`.
         let cached = self.cache.borrow().holds_from(seg.base_offset, position);
-        if cached || position + first.total_bytes > sendable_end {
+        if cached && let Some(data) = self.send_from_cache(seg, position, &first, want, limit) {
+            return Ok(Some(data));
+        }
+        // Data up to `limit` only: a segment reaching past it is read (rare: the high
+        // watermark trails the log end only while an append completes). So is data not yet
+        // safe to send from the file (see `SEND_FILE_MARGIN_BYTES`).
+        if cached || next_offset > limit || position + first.total_bytes > sendable_end {
             return Ok(self
                 .read_segment(seg, offset, max_bytes, limit)
                 .await?
@@ -806,6 +809,64 @@ impl Log {
         let segs = self.segments.borrow();
         let i = segs.partition_point(|s| s.base_offset <= base);
         segs.get(i).cloned()
+    }
+
+    /// Whole batches from `position` (where `first` starts) as slices of the tail cache's
+    /// buffers, no copy: at least the first batch, then more while under `want` bytes and
+    /// below offset `limit`. `None` if the cache cannot serve it that way (the caller then
+    /// reads, which copies), e.g. when its data no longer starts with `first`.
+    fn send_from_cache(
+        &self,
+        seg: &Segment,
+        position: u64,
+        first: &BatchFacts,
+        want: u64,
+        limit: i64,
+    ) -> Option<SendData> {
+        if first.base_offset >= limit {
+            return Some(SendData::default());
+        }
+        let slices = self
+            .cache
+            .borrow()
+            .slices(seg.base_offset, position, want as usize)?;
+        let mut pieces = Vec::with_capacity(slices.len());
+        let mut taken = 0u64;
+        'slices: for slice in slices {
+            let mut used = 0usize;
+            for (header, bytes) in batch::BatchIter::new(&slice) {
+                if taken == 0 && header.base_offset.get() != first.base_offset {
+                    tracing::warn!(
+                        segment = seg.base_offset,
+                        position,
+                        "tail cache and offset index disagree; reading instead"
+                    );
+                    return None;
+                }
+                let len = bytes.len() as u64;
+                if header.base_offset.get() >= limit || (taken > 0 && taken + len > want) {
+                    if used > 0 {
+                        pieces.push(slice.slice(..used));
+                    }
+                    break 'slices;
+                }
+                used += bytes.len();
+                taken += len;
+            }
+            if used > 0 {
+                pieces.push(slice.slice(..used));
+            }
+            // A batch cut by `want` (or one an append split, which appends never do) ends
+            // the data here: only whole batches go out.
+            if used < slice.len() {
+                break;
+            }
+        }
+        match pieces.len() {
+            0 => None,
+            1 => pieces.pop().map(SendData::Memory),
+            _ => Some(SendData::Pieces(pieces)),
+        }
     }
 
     async fn read_segment(
@@ -1099,6 +1160,8 @@ impl Log {
     /// `flush.ms`. Only segments entirely below the high watermark are deleted. File deletion
     /// happens after the write lock is released, so appends are not stalled by it.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<(), LogError> {
+        // Periodic, so buffers lent to other cores come home even when nothing is appended.
+        crate::lent::release_returned();
         let config = self.config();
         let removed = {
             let _guard = self.write_lock.lock().await;

@@ -6,7 +6,7 @@ use crate::cache::TailCache;
 use crate::config::BackendKind;
 use crate::error::LogError;
 use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
-use crate::io::{SegFile, SharedBuf, align_down, align_up};
+use crate::io::{SegFile, align_down, align_up};
 use crate::recycle::SpareFileSet;
 use crate::zero_ahead::ZeroAhead;
 use bytes::Bytes;
@@ -852,16 +852,17 @@ impl Segment {
             }
         }
         // Small O_DIRECT writes carry up to a block of padding and prefix: copying the data out
-        // keeps the cache's memory proportional to data; big writes are kept as they are.
-        let (cached, data_start) = if alloc_len > 2 * records_len {
+        // keeps the cache's memory proportional to data; big writes are kept as they are
+        // (shared with any core, see `lent.rs`).
+        let (cached, held_bytes) = if alloc_len > 2 * records_len {
             let data = Bytes::copy_from_slice(&shared.as_slice()[prefix_len..data_end]);
-            (SharedBuf::Heap(data), 0)
+            (data, records_len)
         } else {
-            (shared, prefix_len)
+            (shared.into_bytes().slice(prefix_len..data_end), alloc_len)
         };
         cache
             .borrow_mut()
-            .insert(self.base_offset, size, cached, data_start, records_len);
+            .insert(self.base_offset, size, cached, held_bytes);
         Ok(())
     }
 

@@ -598,6 +598,7 @@ async fn read_for_send_ranges(backend: BackendKind, dir: PathBuf) {
         let sent = log.read_for_send(offset, 3000, end).await.unwrap();
         let bytes = match &sent.data {
             SendData::Memory(b) => b.clone(),
+            SendData::Pieces(pieces) => Bytes::from(pieces.concat()),
             SendData::File(range) => {
                 files += 1;
                 let mut buf = vec![0u8; range.len];
@@ -636,3 +637,101 @@ async fn read_for_send_ranges(backend: BackendKind, dir: PathBuf) {
 }
 
 both_backends!(read_for_send_ranges);
+
+/// A batch with `n` records of `value_bytes` each.
+fn big_batch(n: usize, value_bytes: usize, ts: i64) -> Vec<u8> {
+    use gregor_engine::batch::{SimpleRecord, encode_batch};
+    let values: Vec<Vec<u8>> = (0..n)
+        .map(|i| vec![(ts as usize + i) as u8; value_bytes])
+        .collect();
+    let records: Vec<SimpleRecord<'_>> = values
+        .iter()
+        .map(|v| SimpleRecord {
+            timestamp_ms: ts,
+            key: None,
+            value: Some(v),
+        })
+        .collect();
+    encode_batch(&records)
+}
+
+/// The cached tail goes out as pieces of the appended buffers themselves: whole batches,
+/// byte for byte what `read` returns, the same memory on every read (no copy), and readable
+/// and droppable on another thread while the log goes on appending and serving.
+async fn tail_reads_reference_appended_buffers(backend: BackendKind, dir: PathBuf) {
+    use gregor_engine::SendData;
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        tail_cache_bytes: 1 << 20,
+        ..small_config()
+    };
+    let log = Log::open(&dir, config, backend).await.unwrap();
+    // 3 KB batches: each append's write buffer is cached as it is (not copied out).
+    for i in 0..40 {
+        log.append(Bytes::from(big_batch(1, 3000, i)), 0, 1000)
+            .await
+            .unwrap();
+    }
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    let pieces = |data: &SendData| match data {
+        SendData::Pieces(p) => p.clone(),
+        SendData::Memory(b) => panic!("one {} B piece, expected several", b.len()),
+        SendData::File(f) => panic!("a {} B file range, expected the cache", f.len),
+    };
+    let first = pieces(&log.read_for_send(0, 64 << 10, end).await.unwrap().data);
+    assert!(first.len() > 10, "{} pieces", first.len());
+    let joined = first.concat();
+    let read = log.read(0, 64 << 10, end).await.unwrap().data;
+    assert_eq!(&read[..joined.len()], &joined[..]);
+    for p in &first {
+        let tiled: usize = BatchIter::new(p).map(|(_, b)| b.len()).sum();
+        assert_eq!(tiled, p.len(), "a piece holds a partial batch");
+    }
+    let again = pieces(&log.read_for_send(0, 64 << 10, end).await.unwrap().data);
+    for (a, b) in first.iter().zip(&again) {
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the cache was copied");
+    }
+    // Capped by the high watermark: only batches below it.
+    let capped = log.read_for_send(0, 64 << 10, 5).await.unwrap().data;
+    let capped_bytes = match &capped {
+        SendData::Memory(b) => b.to_vec(),
+        SendData::Pieces(p) => p.concat(),
+        SendData::File(_) => panic!("tail data as a file range"),
+    };
+    let last = BatchIter::new(&capped_bytes).last().unwrap().0;
+    assert_eq!(last.base_offset.get(), 4);
+    // Another thread checks and drops them (as a connection on another core would).
+    let local: Vec<u32> = first.iter().map(|p| crc32c::crc32c(p)).collect();
+    let far = std::thread::spawn(move || {
+        let sums: Vec<u32> = first.iter().map(|p| crc32c::crc32c(p)).collect();
+        drop(first);
+        drop(again);
+        sums
+    })
+    .join()
+    .unwrap();
+    assert_eq!(far, local);
+    for i in 40..80 {
+        log.append(Bytes::from(big_batch(1, 3000, i)), 0, 1000)
+            .await
+            .unwrap();
+    }
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    log.enforce_retention(1000).await.unwrap();
+    let tail = log.read_for_send(60, 64 << 10, end).await.unwrap().data;
+    let read = log.read(60, 64 << 10, end).await.unwrap().data;
+    let tail = match &tail {
+        SendData::Memory(b) => b.to_vec(),
+        SendData::Pieces(p) => p.concat(),
+        SendData::File(_) => panic!("tail data as a file range"),
+    };
+    assert_eq!(&read[..tail.len()], &tail[..]);
+    assert_eq!(
+        BatchIter::new(&tail).next().unwrap().0.base_offset.get(),
+        60
+    );
+}
+
+both_backends!(tail_reads_reference_appended_buffers);

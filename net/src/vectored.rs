@@ -8,11 +8,12 @@
 //! copying. Everything else (headers, offsets, lengths) is encoded into small buffers between
 //! them. The connection then sends the parts with `sendmsg` and an iovec per part.
 //!
-//! Batches still on disk come from the engine as file ranges and go out with `sendfile`. The
-//! encoder still needs a `Bytes` of the right length for them: [`FileRefs`] hands out
-//! placeholders, distinct slices of a static zero region (never touched, so it costs no
-//! memory), and [`PartsBuf`] swaps each back for its file range. A placeholder that were ever
-//! copied would send zeros, so encoding fails unless every one was swapped.
+//! Batches still on disk come from the engine as file ranges and go out with `sendfile`; the
+//! tail cache's batches may come as several pieces (one per append) rather than one `Bytes`.
+//! The encoder still needs one `Bytes` of the right length for each: [`Placeholders`] hands
+//! out placeholders, distinct slices of a static zero region (never touched, so it costs no
+//! memory), and [`PartsBuf`] swaps each back for its file range or its pieces. A placeholder
+//! that were ever copied would send zeros, so encoding fails unless every one was swapped.
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -61,30 +62,61 @@ fn is_placeholder(b: &[u8]) -> bool {
     at >= start && at < start + PLACEHOLDER_BYTES
 }
 
-/// The file ranges of one response, each with the placeholder that stands for it in the
-/// encoded message.
+/// The file ranges and piecewise record data of one response, each with the placeholder
+/// that stands for it in the encoded message.
 #[derive(Default)]
-pub struct FileRefs {
-    refs: Vec<(Bytes, FileRange)>,
+pub struct Placeholders {
+    refs: Vec<(Bytes, Vec<Part>)>,
 }
 
-impl FileRefs {
-    /// A `Bytes` to put in the message in place of `range`. Placeholders start one byte
-    /// apart, so each is recognised by its address. If no distinct one fits (a range over
-    /// 8 MiB, or thousands of them), the range is read into memory instead (correct, slower).
-    pub fn placeholder_for(&mut self, range: FileRange) -> std::io::Result<Bytes> {
+impl Placeholders {
+    /// A `Bytes` of `len` to put in the message in place of `parts`, if a distinct one fits:
+    /// placeholders start one byte apart, so each is recognised by its address.
+    fn reserve(&mut self, len: usize, parts: Vec<Part>) -> Result<Bytes, Vec<Part>> {
         let start = self.refs.len();
-        if start + range.len <= PLACEHOLDER_BYTES {
-            let placeholder = Bytes::from_static(&PLACEHOLDER[start..start + range.len]);
-            self.refs.push((placeholder.clone(), range));
-            return Ok(placeholder);
+        if start + len > PLACEHOLDER_BYTES {
+            return Err(parts);
         }
-        let mut buf = vec![0u8; range.len];
-        std::os::unix::fs::FileExt::read_exact_at(&*range.file, &mut buf, range.position)?;
-        Ok(Bytes::from(buf))
+        let placeholder = Bytes::from_static(&PLACEHOLDER[start..start + len]);
+        self.refs.push((placeholder.clone(), parts));
+        Ok(placeholder)
     }
 
-    /// Number of file ranges.
+    /// A `Bytes` to put in the message in place of `range`. If no distinct placeholder fits
+    /// (a range over 8 MiB, or thousands of them), the range is read into memory instead
+    /// (correct, slower).
+    pub fn placeholder_for(&mut self, range: FileRange) -> std::io::Result<Bytes> {
+        let len = range.len;
+        match self.reserve(len, vec![Part::File(range.clone())]) {
+            Ok(placeholder) => Ok(placeholder),
+            Err(_) => {
+                let mut buf = vec![0u8; len];
+                std::os::unix::fs::FileExt::read_exact_at(&*range.file, &mut buf, range.position)?;
+                Ok(Bytes::from(buf))
+            }
+        }
+    }
+
+    /// A `Bytes` to put in the message in place of `pieces`, which go out one after the
+    /// other without being copied. Copied into one `Bytes` if no placeholder fits.
+    pub fn placeholder_for_pieces(&mut self, pieces: Vec<Bytes>) -> Bytes {
+        let len = pieces.iter().map(Bytes::len).sum();
+        let parts = pieces.into_iter().map(Part::Memory).collect();
+        match self.reserve(len, parts) {
+            Ok(placeholder) => placeholder,
+            Err(parts) => {
+                let mut all = BytesMut::with_capacity(len);
+                for part in parts {
+                    if let Part::Memory(b) = part {
+                        all.extend_from_slice(&b);
+                    }
+                }
+                all.freeze()
+            }
+        }
+    }
+
+    /// Number of placeholders handed out.
     pub fn len(&self) -> usize {
         self.refs.len()
     }
@@ -113,10 +145,10 @@ pub struct PartsBuf {
     current: BytesMut,
     /// Slices that may be referenced, sorted by address.
     shared: Vec<Bytes>,
-    /// File placeholders (sorted by address) and their ranges.
-    files: Vec<(Bytes, FileRange)>,
-    /// File placeholders swapped so far.
-    files_swapped: usize,
+    /// Placeholders (sorted by address) and the parts they stand for.
+    placeholders: Vec<(Bytes, Vec<Part>)>,
+    /// Placeholders swapped so far.
+    swapped: usize,
     /// A file part could not be gathered back into memory.
     gather_error: Option<String>,
 }
@@ -124,22 +156,26 @@ pub struct PartsBuf {
 impl PartsBuf {
     /// A buffer that will reference any of `shared` written to it whole.
     pub fn new(shared: Vec<Bytes>, capacity: usize) -> Self {
-        Self::with_files(shared, FileRefs::default(), capacity)
+        Self::with_placeholders(shared, Placeholders::default(), capacity)
     }
 
-    /// A buffer that also swaps the placeholders of `files` for their file ranges.
-    pub fn with_files(mut shared: Vec<Bytes>, files: FileRefs, capacity: usize) -> Self {
+    /// A buffer that also swaps the `placeholders` for what they stand for.
+    pub fn with_placeholders(
+        mut shared: Vec<Bytes>,
+        placeholders: Placeholders,
+        capacity: usize,
+    ) -> Self {
         shared.retain(|b| b.len() >= ZERO_COPY_MIN_BYTES && !is_placeholder(b));
         shared.sort_unstable_by_key(|b| b.as_ptr() as usize);
-        let mut files = files.refs;
-        files.sort_unstable_by_key(|(p, _)| p.as_ptr() as usize);
+        let mut placeholders = placeholders.refs;
+        placeholders.sort_unstable_by_key(|(p, _)| p.as_ptr() as usize);
         PartsBuf {
             done: Vec::new(),
             done_len: 0,
             current: BytesMut::with_capacity(capacity),
             shared,
-            files,
-            files_swapped: 0,
+            placeholders,
+            swapped: 0,
             gather_error: None,
         }
     }
@@ -152,17 +188,17 @@ impl PartsBuf {
         self.done
     }
 
-    fn find_file(&self, src: &[u8]) -> Option<FileRange> {
+    fn find_placeholder(&self, src: &[u8]) -> Option<Vec<Part>> {
         if !is_placeholder(src) {
             return None;
         }
         let addr = src.as_ptr() as usize;
         let i = self
-            .files
+            .placeholders
             .binary_search_by_key(&addr, |(p, _)| p.as_ptr() as usize)
             .ok()?;
-        let (placeholder, range) = &self.files[i];
-        (placeholder.len() == src.len()).then(|| range.clone())
+        let (placeholder, parts) = &self.placeholders[i];
+        (placeholder.len() == src.len()).then(|| parts.clone())
     }
 
     fn finish_current(&mut self) {
@@ -230,13 +266,22 @@ unsafe impl BufMut for PartsBuf {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
-        // File placeholders are always swapped (copying one would send zeros); the part
-        // limit only applies to memory references, which are equally correct copied.
-        if let Some(range) = self.find_file(src) {
-            self.finish_current();
-            self.done_len += range.len;
-            self.files_swapped += 1;
-            self.done.push(Part::File(range));
+        // Placeholders are always swapped (copying one would send zeros); the part limit
+        // only applies to memory references, which are equally correct copied.
+        if let Some(parts) = self.find_placeholder(src) {
+            self.swapped += 1;
+            for part in parts {
+                match part {
+                    Part::Memory(b) if self.done.len() + 2 >= PARTS_MAX => {
+                        self.current.extend_from_slice(&b)
+                    }
+                    part => {
+                        self.finish_current();
+                        self.done_len += part.len();
+                        self.done.push(part);
+                    }
+                }
+            }
             return;
         }
         if src.len() >= ZERO_COPY_MIN_BYTES
@@ -282,7 +327,7 @@ pub fn encode_frame_parts<R: Encodable>(
     header_version: i16,
     body: &R,
     shared: Vec<Bytes>,
-    files: FileRefs,
+    placeholders: Placeholders,
 ) -> Result<Vec<Part>, RequestError> {
     let frame = FrameShape {
         key,
@@ -296,10 +341,10 @@ pub fn encode_frame_parts<R: Encodable>(
         .filter(|b| b.len() >= ZERO_COPY_MIN_BYTES)
         .map(|b| b.len())
         .sum();
-    let file_count = files.len();
-    let mut buf = PartsBuf::with_files(
+    let placeholder_count = placeholders.len();
+    let mut buf = PartsBuf::with_placeholders(
         shared,
-        files,
+        placeholders,
         (4 + total).saturating_sub(referenced).max(64),
     );
     frame.write(&mut buf, body, total)?;
@@ -311,12 +356,12 @@ pub fn encode_frame_parts<R: Encodable>(
             4 + total
         )));
     }
-    // Every placeholder must have become its file range: one that was copied would send
+    // Every placeholder must have become what it stands for: one that was copied would send
     // zeros in place of records.
-    if buf.files_swapped != file_count || buf.gather_error.is_some() {
+    if buf.swapped != placeholder_count || buf.gather_error.is_some() {
         return Err(frame.error(&format!(
-            "{} of {file_count} file ranges placed ({:?})",
-            buf.files_swapped, buf.gather_error
+            "{} of {placeholder_count} placeholders swapped ({:?})",
+            buf.swapped, buf.gather_error
         )));
     }
     Ok(buf.into_parts())
@@ -389,7 +434,7 @@ mod tests {
                 header_version,
                 &body,
                 records.clone(),
-                FileRefs::default(),
+                Placeholders::default(),
             )
             .unwrap();
             assert_eq!(joined(&parts), whole.to_vec(), "version {version}");
@@ -416,7 +461,7 @@ mod tests {
         let ranges = [(100u64, 5000usize), (7, 20), (150_000, 50_000)];
         let memory = Bytes::from(vec![3u8; 4096]);
         for version in [4i16, 11, 12, 16] {
-            let mut files = FileRefs::default();
+            let mut files = Placeholders::default();
             let mut records = Vec::new();
             let mut expected_records = Vec::new();
             for &(position, len) in &ranges {
@@ -457,13 +502,71 @@ mod tests {
         }
     }
 
+    /// Pieces of one partition's records go out as parts of their own memory, one after the
+    /// other, and the frame equals the copying encoder's output for the joined bytes; past
+    /// the part limit they are copied instead, with the same frame.
+    #[test]
+    fn pieces_become_memory_parts() {
+        let pieces: Vec<Bytes> = (0..5u8)
+            .map(|i| Bytes::from(vec![i + 1; 3000 + i as usize]))
+            .collect();
+        let joined_pieces = Bytes::from(pieces.concat());
+        let other = Bytes::from(vec![9u8; 2048]);
+        for version in [4i16, 11, 12, 16] {
+            let header_version = ApiKey::Fetch.response_header_version(version);
+            let whole = crate::handlers::encode_frame(
+                ApiKey::Fetch,
+                version,
+                3,
+                header_version,
+                &response(&[joined_pieces.clone(), other.clone()]),
+            )
+            .unwrap();
+            let mut placeholders = Placeholders::default();
+            let records = vec![
+                placeholders.placeholder_for_pieces(pieces.clone()),
+                other.clone(),
+            ];
+            let parts = encode_frame_parts(
+                ApiKey::Fetch,
+                version,
+                3,
+                header_version,
+                &response(&records),
+                records.clone(),
+                placeholders,
+            )
+            .unwrap();
+            assert_eq!(joined(&parts), whole.to_vec(), "version {version}");
+            for piece in &pieces {
+                assert!(
+                    parts.iter().any(|p| matches!(p, Part::Memory(b) if b.as_ptr() == piece.as_ptr() && b.len() == piece.len())),
+                    "a piece was copied (v{version})"
+                );
+            }
+        }
+        // Near the part limit: copied, same bytes.
+        let mut placeholders = Placeholders::default();
+        let placeholder = placeholders.placeholder_for_pieces(pieces.clone());
+        let mut buf = PartsBuf::with_placeholders(vec![], placeholders, 64);
+        for _ in 0..PARTS_MAX {
+            buf.done.push(Part::Memory(Bytes::from_static(b"x")));
+        }
+        buf.done_len = PARTS_MAX;
+        buf.put_slice(&placeholder);
+        assert_eq!(buf.swapped, 1);
+        let parts = buf.into_parts();
+        assert_eq!(parts.len(), PARTS_MAX + 1);
+        assert_eq!(joined(&parts[PARTS_MAX..]), joined_pieces.to_vec());
+    }
+
     /// A placeholder that the encoder never wrote (here: not in the message at all) fails
     /// the encoding instead of going out as zeros somewhere.
     #[test]
     fn unplaced_file_range_is_an_error() {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(&[1u8; 4096]).unwrap();
-        let mut files = FileRefs::default();
+        let mut files = Placeholders::default();
         let _ = files
             .placeholder_for(FileRange {
                 file: std::sync::Arc::new(file),

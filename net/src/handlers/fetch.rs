@@ -17,7 +17,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, RequestHeader};
 use super::topic_name;
 use crate::cores::{CoreContext, CoreReply, CoreRequest, FetchPart, FetchPartResult, WaitPart};
 use crate::routing::{call_owners, split_by_owner};
-use crate::vectored::FileRefs;
+use crate::vectored::Placeholders;
 use gregor_engine::SendData;
 
 /// Longest a fetch may wait, whatever the client asks: bounds how long a connection (and a
@@ -35,15 +35,16 @@ struct TopicShape {
     error: Option<i16>,
 }
 
-/// Answers Fetch. Record data still on disk is in the response as placeholders for the
-/// file ranges in the returned [`FileRefs`] (encode with `vectored::encode_frame_parts`).
+/// Answers Fetch. Record data still on disk, or in pieces of the tail cache, is in the
+/// response as placeholders from the returned [`Placeholders`] (encode with
+/// `vectored::encode_frame_parts`).
 pub async fn handle(
     ctx: &Rc<CoreContext>,
     header: &RequestHeader,
     request: FetchRequest,
-) -> (FetchResponse, FileRefs) {
+) -> (FetchResponse, Placeholders) {
     let version = header.request_api_version;
-    let mut files = FileRefs::default();
+    let mut files = Placeholders::default();
     if request.session_id != 0 {
         // We never hand out sessions, so any id is unknown.
         let response = FetchResponse::default()
@@ -138,6 +139,7 @@ pub async fn handle(
                     };
                     let records = match std::mem::take(&mut r.records) {
                         SendData::Memory(bytes) => bytes,
+                        SendData::Pieces(pieces) => files.placeholder_for_pieces(pieces),
                         SendData::File(range) => match files.placeholder_for(range) {
                             Ok(placeholder) => placeholder,
                             Err(e) => {
