@@ -31,6 +31,11 @@ pub struct FakeConfig {
     pub partitions: i32,
     /// Answer every n-th produced batch (1-based count over all partitions) with this error.
     pub fail_every_nth_batch: Option<(usize, i16)>,
+    /// Answer every n-th Fetch (1-based) with this error for every partition, and no data.
+    pub fail_every_nth_fetch: Option<(usize, i16)>,
+    /// Cut each partition's Fetch data at `partition_max_bytes`, mid-batch, as Kafka does
+    /// (but always past the first batch, so a consumer can progress).
+    pub cut_fetch_mid_batch: bool,
     /// Highest ApiVersions version understood (older brokers); higher requests get
     /// UNSUPPORTED_VERSION in a v0 body, as KIP-511 specifies.
     pub api_versions_max: Option<i16>,
@@ -40,6 +45,7 @@ pub struct FakeConfig {
 struct State {
     logs: Vec<Vec<(i64, Bytes)>>,
     batches_seen: usize,
+    fetches_seen: usize,
 }
 
 /// A running fake broker; stops when the test process ends.
@@ -57,6 +63,7 @@ impl FakeBroker {
         let state = Arc::new(Mutex::new(State {
             logs: vec![Vec::new(); cfg.partitions as usize],
             batches_seen: 0,
+            fetches_seen: 0,
         }));
         let (st, a) = (state.clone(), addr.clone());
         std::thread::spawn(move || {
@@ -66,6 +73,11 @@ impl FakeBroker {
             }
         });
         FakeBroker { addr, state }
+    }
+
+    /// Fetch requests received so far.
+    pub fn fetches_seen(&self) -> usize {
+        self.state.lock().unwrap().fetches_seen
     }
 
     /// Records stored in a partition (sum over batches).
@@ -202,7 +214,12 @@ fn serve(mut s: TcpStream, cfg: &FakeConfig, st: &Mutex<State>, addr: &str) {
             ApiKey::Fetch => {
                 let req = FetchRequest::decode(&mut buf, version).unwrap();
                 let mut r = FetchResponse::default();
-                let state = st.lock().unwrap();
+                let mut state = st.lock().unwrap();
+                state.fetches_seen += 1;
+                let fail = cfg
+                    .fail_every_nth_fetch
+                    .filter(|(n, _)| state.fetches_seen.is_multiple_of(*n))
+                    .map(|(_, code)| code);
                 let mut any = false;
                 for t in req.topics {
                     let mut tr = FetchableTopicResponse::default();
@@ -215,13 +232,24 @@ fn serve(mut s: TcpStream, cfg: &FakeConfig, st: &Mutex<State>, addr: &str) {
                             .last()
                             .map(|(o, b)| o + batch_count(b) as i64)
                             .unwrap_or(0);
+                        if let Some(code) = fail {
+                            pd.error_code = code;
+                            tr.partitions.push(pd);
+                            continue;
+                        }
                         let mut data = BytesMut::new();
+                        let mut first_len = None;
                         for (o, b) in log {
                             if o + batch_count(b) as i64 > p.fetch_offset
                                 && data.len() < p.partition_max_bytes as usize
                             {
+                                first_len.get_or_insert(b.len());
                                 data.extend_from_slice(b);
                             }
+                        }
+                        if cfg.cut_fetch_mid_batch {
+                            let keep = (p.partition_max_bytes as usize).max(first_len.unwrap_or(0));
+                            data.truncate(keep);
                         }
                         any |= !data.is_empty();
                         pd.records = Some(data.freeze());

@@ -450,6 +450,41 @@ impl<'a> RecordIter<'a> {
     }
 }
 
+/// The offset to fetch next after `data` (a Fetch response's `records` field for a fetch at
+/// `from`): past the last complete batch, or `from` if there is none. Reads only batch headers
+/// (no CRC, no records), so a consumer can send its next Fetch before it parses the batches. It
+/// stops at a partial trailing batch as [`parse_batches`] does, so the two agree on which batches
+/// a response holds.
+pub fn next_fetch_offset(data: &[u8], from: i64) -> Result<i64> {
+    let mut next = from;
+    let mut rest = data;
+    while rest.len() >= 17 {
+        let batch_len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        if batch_len < 0 {
+            return Err(corrupt("negative batch length"));
+        }
+        let total = 12 + batch_len as usize;
+        if rest.len() < total {
+            break; // partial trailing batch
+        }
+        let magic = rest[16] as i8;
+        if magic != 2 {
+            return Err(ClientError::Protocol(format!(
+                "record format v{magic} is not supported (only v2)"
+            )));
+        }
+        if total < BATCH_HEADER_BYTES {
+            return Err(corrupt("batch shorter than its header"));
+        }
+        let (b, tail) = rest.split_at(total);
+        let base_offset = i64::from_be_bytes(b[0..8].try_into().unwrap_or_default());
+        let last_offset_delta = i32::from_be_bytes(b[23..27].try_into().unwrap_or_default());
+        next = next.max(base_offset.saturating_add(last_offset_delta as i64 + 1));
+        rest = tail;
+    }
+    Ok(next)
+}
+
 /// Splits a `records` field (as in a Fetch response) into batches. A truncated batch at the end
 /// (a broker may cut a fetch response mid-batch) is ignored, as Kafka clients do. CRCs are
 /// checked; compressed batches are decompressed.
@@ -626,6 +661,31 @@ mod tests {
                 assert_eq!(h, vec![(&b"hk"[..], Some(&b"hv"[..]))]);
             }
         }
+    }
+
+    #[test]
+    fn header_walk_agrees_with_parser_on_the_next_offset() {
+        let mut data = BytesMut::new();
+        for (base, n) in [(10i64, 3usize), (13, 1), (14, 5)] {
+            let mut b = BatchBuilder::new(Compression::None, 256);
+            for _ in 0..n {
+                b.append(0, None, Some(b"v"), &[]);
+            }
+            let mut one = BytesMut::from(&b.seal().unwrap()[..]);
+            one[0..8].copy_from_slice(&base.to_be_bytes());
+            data.put_slice(&one);
+        }
+        let full = data.clone().freeze();
+        assert_eq!(next_fetch_offset(&full, 11).unwrap(), 19);
+        let parsed = parse_batches(full.clone()).unwrap();
+        assert_eq!(parsed.last().unwrap().next_offset(), 19);
+        // Cut inside the last batch: both stop after the second batch.
+        let cut = full.slice(..full.len() - 3);
+        assert_eq!(next_fetch_offset(&cut, 11).unwrap(), 14);
+        assert_eq!(parse_batches(cut).unwrap().len(), 2);
+        // Nothing complete: stay at the fetch offset.
+        assert_eq!(next_fetch_offset(&full[..40], 11).unwrap(), 11);
+        assert_eq!(next_fetch_offset(&[], 7).unwrap(), 7);
     }
 
     #[test]
