@@ -45,6 +45,16 @@ impl Default for ConnConfig {
     }
 }
 
+/// Pieces of an encoded body shorter than this are copied into the frame around them rather
+/// than written on their own (a write costs a syscall and, with TCP_NODELAY, a packet).
+const WRITE_COALESCE_BYTES_MAX: usize = 4096;
+
+/// A request body: a message to encode, or pieces already encoded.
+enum Body<'a, R> {
+    Message(&'a R),
+    Encoded(&'a [Bytes]),
+}
+
 struct Pending {
     correlation_id: i32,
     header_version: i16,
@@ -232,7 +242,8 @@ impl Connection {
     /// requests are outstanding.
     pub async fn send<R: Request>(&self, req: &R, version: i16) -> Result<ResponseFuture<R>> {
         let (tx, rx) = oneshot::channel();
-        self.write(req, version, Some(tx)).await?;
+        self.write::<R>(Body::Message(req), version, Some(tx))
+            .await?;
         Ok(ResponseFuture {
             rx,
             version,
@@ -243,12 +254,39 @@ impl Connection {
 
     /// Writes a request the broker will not answer (Produce with acks=0).
     pub async fn send_no_response<R: Request>(&self, req: &R, version: i16) -> Result<()> {
-        self.write(req, version, None).await
+        self.write::<R>(Body::Message(req), version, None).await
+    }
+
+    /// Like [`Connection::send`], for a request body already encoded (for `version`) as
+    /// `pieces`, which are written in order without being copied into one frame.
+    pub async fn send_encoded<R: Request>(
+        &self,
+        pieces: &[Bytes],
+        version: i16,
+    ) -> Result<ResponseFuture<R>> {
+        let (tx, rx) = oneshot::channel();
+        self.write::<R>(Body::Encoded(pieces), version, Some(tx))
+            .await?;
+        Ok(ResponseFuture {
+            rx,
+            version,
+            addr: self.shared.addr.clone(),
+            _marker: Default::default(),
+        })
+    }
+
+    /// Like [`Connection::send_no_response`], for a body already encoded as `pieces`.
+    pub async fn send_encoded_no_response<R: Request>(
+        &self,
+        pieces: &[Bytes],
+        version: i16,
+    ) -> Result<()> {
+        self.write::<R>(Body::Encoded(pieces), version, None).await
     }
 
     async fn write<R: Request>(
         &self,
-        req: &R,
+        body: Body<'_, R>,
         version: i16,
         reply: Option<oneshot::Sender<Result<Bytes>>>,
     ) -> Result<()> {
@@ -269,13 +307,41 @@ impl Connection {
         header.correlation_id = correlation_id;
         header.client_id = Some(s.client_id.clone());
         let header_version = api.request_header_version(version);
-        let encode = || -> anyhow::Result<BytesMut> {
-            let size = header.compute_size(header_version)? + req.compute_size(version)?;
-            let mut frame = BytesMut::with_capacity(4 + size);
-            frame.extend_from_slice(&(size as i32).to_be_bytes());
+        let encode = || -> anyhow::Result<Vec<Bytes>> {
+            let header_size = header.compute_size(header_version)?;
+            let (body_size, head_capacity) = match &body {
+                Body::Message(req) => {
+                    let n = req.compute_size(version)?;
+                    (n, n)
+                }
+                Body::Encoded(pieces) => (pieces.iter().map(|p| p.len()).sum(), 0),
+            };
+            let size = i32::try_from(header_size + body_size)?;
+            let mut frame = BytesMut::with_capacity(4 + header_size + head_capacity);
+            frame.extend_from_slice(&size.to_be_bytes());
             header.encode(&mut frame, header_version)?;
-            req.encode(&mut frame, version)?;
-            Ok(frame)
+            let mut writes = Vec::new();
+            match &body {
+                Body::Message(req) => req.encode(&mut frame, version)?,
+                Body::Encoded(pieces) => {
+                    // Small pieces join the buffer before them (one write instead of many);
+                    // big ones (record batches) are written from where they are.
+                    for p in pieces.iter() {
+                        if p.len() < WRITE_COALESCE_BYTES_MAX {
+                            frame.extend_from_slice(p);
+                        } else {
+                            if !frame.is_empty() {
+                                writes.push(frame.split().freeze());
+                            }
+                            writes.push(p.clone());
+                        }
+                    }
+                }
+            }
+            if !frame.is_empty() {
+                writes.push(frame.freeze());
+            }
+            Ok(writes)
         };
         let frame = match encode() {
             Ok(f) => f,
@@ -298,7 +364,13 @@ impl Connection {
         let writer = s.writer.borrow_mut().take();
         let result = match writer {
             Some(mut w) => {
-                let r = w.write_all(&frame).await;
+                let mut r = Ok(());
+                for piece in &frame {
+                    r = w.write_all(piece).await;
+                    if r.is_err() {
+                        break;
+                    }
+                }
                 *s.writer.borrow_mut() = Some(w);
                 r.map_err(|e| ClientError::Io {
                     addr: s.addr.clone(),

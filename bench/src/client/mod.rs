@@ -10,6 +10,7 @@ pub mod error;
 pub mod groups;
 mod oneshot;
 pub mod partitioner;
+pub mod produce_body;
 pub mod producer;
 pub mod records;
 pub mod versions;

@@ -16,16 +16,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::sync::Semaphore;
-use kafka_protocol::messages::{
-    ProduceRequest, ProduceResponse, TopicName,
-    produce_request::{PartitionProduceData, TopicProduceData},
-};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::cluster::{Cluster, with_timeout};
 use super::conn::{Connection, ResponseFuture};
 use super::error::{ClientError, Result};
 use super::partitioner::Partitioner;
+use super::produce_body;
 use super::records::{BatchBuilder, Compression, HeaderRef};
 
 /// Producer settings.
@@ -436,7 +433,6 @@ async fn sender_loop(
     inflight: LocalSender<InFlight>,
 ) {
     let mut deferred: Vec<ReadyBatch> = Vec::new();
-    let topic = TopicName(StrBytes::from_string(producer.topic.clone()));
     loop {
         // Gather: deferred first, then whatever is queued, one batch per partition.
         let mut batches: Vec<ReadyBatch> = Vec::new();
@@ -477,21 +473,6 @@ async fn sender_loop(
                 _ => break,
             }
         }
-        let mut req = ProduceRequest::default();
-        req.acks = producer.cfg.acks;
-        req.timeout_ms = producer.cfg.request_timeout.as_millis() as i32;
-        let mut td = TopicProduceData::default();
-        td.name = topic.clone();
-        td.partition_data = batches
-            .iter()
-            .map(|b| {
-                let mut pd = PartitionProduceData::default();
-                pd.index = b.partition;
-                pd.records = Some(b.data.clone());
-                pd
-            })
-            .collect();
-        req.topic_data = vec![td];
         if conn.is_failed() {
             // Reconnect (the cluster replaces a failed connection); on failure the batches of
             // this round fail below on the dead connection and are reported.
@@ -499,11 +480,28 @@ async fn sender_loop(
                 conn = c;
             }
         }
-        let version = conn.version_of::<ProduceRequest>();
-        let sent = match &version {
-            Ok(v) if producer.cfg.acks == 0 => conn.send_no_response(&req, *v).await.map(|_| None),
-            Ok(v) => conn.send(&req, *v).await.map(Some),
-            Err(e) => Err(ClientError::UnsupportedVersion { api: e.to_string() }),
+        // The batches are written from where they are, not copied into the request frame.
+        let body = conn.version_of::<ProduceRequest>().and_then(|v| {
+            let parts: Vec<(i32, Bytes)> = batches
+                .iter()
+                .map(|b| (b.partition, b.data.clone()))
+                .collect();
+            let timeout_ms = producer
+                .cfg
+                .request_timeout
+                .as_millis()
+                .min(i32::MAX as u128) as i32;
+            produce_body::encode(v, producer.cfg.acks, timeout_ms, &producer.topic, &parts)
+                .map(|pieces| (v, pieces))
+                .ok_or_else(|| ClientError::Protocol(format!("cannot encode Produce v{v}")))
+        });
+        let sent = match &body {
+            Ok((v, pieces)) if producer.cfg.acks == 0 => conn
+                .send_encoded_no_response::<ProduceRequest>(pieces, *v)
+                .await
+                .map(|_| None),
+            Ok((v, pieces)) => conn.send_encoded(pieces, *v).await.map(Some),
+            Err(e) => Err(ClientError::Protocol(e.to_string())),
         };
         match sent {
             Ok(response) => {
