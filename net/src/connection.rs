@@ -65,7 +65,7 @@ pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr
             Ok(permit) => permit,
             Err(_) => break,
         };
-        let body = match read_frame_body(&mut stream, size).await {
+        let body = match read_frame_body(&mut stream, size, &ctx.request_pool).await {
             Ok(body) => body,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "connection lost mid-request");

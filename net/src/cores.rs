@@ -330,6 +330,8 @@ pub struct CoreContext {
     pub groups: crate::group::runtime::GroupRuntime,
     /// Budget of request bytes buffered on this core (`queued.max.request.bytes`).
     pub request_bytes: glommio::sync::Semaphore,
+    /// Reusable buffers for this core's large request bodies.
+    pub request_pool: std::sync::Arc<crate::request_pool::RequestPool>,
     /// Producer ids handed out by this core so far.
     producer_ids_issued: Cell<i64>,
     /// Wall-clock ms at start-up, the base of this run's producer ids.
@@ -352,6 +354,7 @@ impl CoreContext {
             core_id,
             cores,
             request_bytes: glommio::sync::Semaphore::new(config.queued_max_request_bytes as u64),
+            request_pool: crate::request_pool::RequestPool::new(),
             config,
             mesh,
             metadata: RefCell::new(Rc::new(metadata)),

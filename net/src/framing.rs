@@ -4,8 +4,9 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use gregor_engine::FileRange;
 use nix::errno::Errno;
@@ -13,6 +14,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::sendfile::sendfile64;
 use nix::sys::socket::{MsgFlags, sendmsg};
 
+use crate::request_pool::RequestPool;
 use crate::vectored::Part;
 
 /// Smallest possible request: api key, api version, correlation id, client id length.
@@ -41,9 +43,10 @@ pub enum FrameError {
 pub async fn read_frame<S: AsyncRead + Unpin>(
     stream: &mut S,
     max_bytes: usize,
+    pool: &Arc<RequestPool>,
 ) -> Result<Option<Bytes>, FrameError> {
     match read_frame_len(stream, max_bytes).await? {
-        Some(size) => read_frame_body(stream, size).await.map(Some),
+        Some(size) => read_frame_body(stream, size, pool).await.map(Some),
         None => Ok(None),
     }
 }
@@ -76,13 +79,15 @@ pub async fn read_frame_len<S: AsyncRead + Unpin>(
     Ok(Some(size as usize))
 }
 
-/// Reads a frame body of `size` bytes (already checked by [`read_frame_len`]).
+/// Reads a frame body of `size` bytes (already checked by [`read_frame_len`]) into a buffer
+/// of `pool`, which gets it back once the body is released.
 pub async fn read_frame_body<S: AsyncRead + Unpin>(
     stream: &mut S,
     size: usize,
+    pool: &Arc<RequestPool>,
 ) -> Result<Bytes, FrameError> {
-    let mut body = BytesMut::zeroed(size);
-    stream.read_exact(&mut body).await.map_err(|e| {
+    let mut body = pool.take(size);
+    stream.read_exact(body.as_mut_slice()).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             FrameError::Truncated
         } else {
@@ -264,16 +269,22 @@ mod tests {
         data.extend_from_slice(&12i32.to_be_bytes());
         data.extend_from_slice(&[7u8; 12]);
         let mut cursor = futures_lite::io::Cursor::new(data);
-        let frame = run(read_frame(&mut cursor, 100)).unwrap().unwrap();
+        let frame = run(read_frame(&mut cursor, 100, &RequestPool::new()))
+            .unwrap()
+            .unwrap();
         assert_eq!(&frame[..], &[7u8; 12]);
-        assert!(run(read_frame(&mut cursor, 100)).unwrap().is_none());
+        assert!(
+            run(read_frame(&mut cursor, 100, &RequestPool::new()))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn rejects_bad_sizes_before_reading_body() {
         for size in [-1i32, 0, 5, 101, i32::MAX] {
             let mut cursor = futures_lite::io::Cursor::new(size.to_be_bytes().to_vec());
-            let err = run(read_frame(&mut cursor, 100)).unwrap_err();
+            let err = run(read_frame(&mut cursor, 100, &RequestPool::new())).unwrap_err();
             assert!(matches!(err, FrameError::BadSize { .. }), "{size}");
         }
     }
@@ -285,12 +296,12 @@ mod tests {
         data.extend_from_slice(&[1u8; 5]);
         let mut cursor = futures_lite::io::Cursor::new(data);
         assert!(matches!(
-            run(read_frame(&mut cursor, 100)),
+            run(read_frame(&mut cursor, 100, &RequestPool::new())),
             Err(FrameError::Truncated)
         ));
         let mut cursor = futures_lite::io::Cursor::new(vec![0u8, 0]);
         assert!(matches!(
-            run(read_frame(&mut cursor, 100)),
+            run(read_frame(&mut cursor, 100, &RequestPool::new())),
             Err(FrameError::Truncated)
         ));
     }

@@ -24,6 +24,7 @@ pub mod metadata;
 pub mod notify;
 pub mod partition_ops;
 pub mod registry;
+pub mod request_pool;
 pub mod routing;
 pub mod server;
 pub mod service;
