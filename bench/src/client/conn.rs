@@ -558,3 +558,42 @@ fn skip_tagged_fields(buf: &mut Bytes) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_bodies_reuse_buffers_and_small_ones_do_not_enter_the_pool() {
+        let pool = Arc::new(BodyPool::default());
+        let mut a = pool.take(100_000);
+        a.buf[..a.len].fill(7);
+        let a_ptr = a.buf.as_ptr();
+        let a = a.into_bytes();
+        assert_eq!(a.len(), 100_000);
+        assert!(a.iter().all(|b| *b == 7));
+        drop(a);
+        // The freed buffer comes back for a body that fits, holding exactly `len` bytes.
+        let b = pool.take(80_000);
+        assert_eq!(b.buf.as_ptr(), a_ptr);
+        let b = b.into_bytes();
+        assert_eq!(b.len(), 80_000);
+        // While `b` lives its buffer is not handed out again.
+        let c = pool.take(90_000);
+        assert_ne!(c.buf.as_ptr(), a_ptr);
+        drop((b, c));
+        // Both come back (a body dropped unread too, as on a read error).
+        assert_eq!(pool.0.lock().unwrap().len(), 2);
+        // Small bodies bypass the pool.
+        let small = pool.take(100).into_bytes();
+        assert_eq!(small.len(), 100);
+        drop(small);
+        assert_eq!(pool.0.lock().unwrap().len(), 2);
+        // At most POOLED_BODIES_MAX idle buffers are kept.
+        let many: Vec<Bytes> = (0..POOLED_BODIES_MAX + 3)
+            .map(|_| pool.take(70_000).into_bytes())
+            .collect();
+        drop(many);
+        assert_eq!(pool.0.lock().unwrap().len(), POOLED_BODIES_MAX);
+    }
+}
