@@ -217,21 +217,16 @@ def test_long_poll_fetch_returns_when_data_arrives(broker, topic_name):
         c.close()
 
 
-def test_cold_reads_from_sealed_segments_serve_every_client(broker_factory, topic_name):
-    """With the tail cache off and small segments, fetches are served from segment files by
-    sendfile (file ranges cut at index entries): confluent-kafka, kafka-python and kcat each
-    read back every record exactly, in order, across many segment boundaries."""
+def produce_mixed_sizes(broker, topic_name, count, **producer_conf) -> dict:
+    """Produces `count` records of 10 B to 5 KB (content derived from the index) to the topic's
+    2 partitions; returns {partition: [(offset, value)]} from the delivery reports."""
     import hashlib
     import random
 
-    from clients import read_partitions
-
-    broker = broker_factory(extra_args=["--set", "tail.cache.bytes.per.core=0"])
-    create_topic(broker.bootstrap, topic_name, partitions=2, config={"segment.bytes": str(256 * 1024)})
     rng = random.Random(7)
-    p = producer(broker.bootstrap, linger_ms=2, batch_size=65536)
+    p = producer(broker.bootstrap, **producer_conf)
     messages = []
-    for i in range(12_000):
+    for i in range(count):
         size = rng.choice([10, 300, 1000, 5000])
         value = hashlib.sha256(str(i).encode()).digest() * (size // 32 + 1)
         messages.append((str(i).encode(), value[:size], None, None))
@@ -239,16 +234,21 @@ def test_cold_reads_from_sealed_segments_serve_every_client(broker_factory, topi
     by_partition = {0: [], 1: []}
     for partition, offset, _, value in reports:
         by_partition[partition].append((offset, value))
-    ends = {q: len(v) for q, v in by_partition.items()}
-    assert sum(ends.values()) == len(messages)
-    seg_files = list((broker.data_dir / f"{topic_name}-0").glob("*.log"))
-    assert len(seg_files) > 10, f"expected many segments, got {len(seg_files)}"
+    assert sum(len(v) for v in by_partition.values()) == len(messages)
+    return by_partition
 
+
+def assert_every_client_reads_back(broker, topic_name, by_partition, kafka_python_fetch_bytes=1048576):
+    """confluent-kafka, kafka-python and kcat each read every record exactly, in order."""
+    from clients import read_partitions
+
+    ends = {q: len(v) for q, v in by_partition.items()}
     got = read_partitions(broker.bootstrap, topic_name, ends)
     for q in ends:
         assert got[q] == sorted(by_partition[q]), f"confluent-kafka, partition {q}"
 
-    c = kafka_python_consumer(broker.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=15000)
+    c = kafka_python_consumer(broker.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=15000,
+                              max_partition_fetch_bytes=kafka_python_fetch_bytes)
     from kafka import TopicPartition as KafkaPythonTopicPartition
 
     c.assign([KafkaPythonTopicPartition(topic_name, q) for q in ends])
@@ -267,6 +267,31 @@ def test_cold_reads_from_sealed_segments_serve_every_client(broker_factory, topi
     assert out.returncode == 0, out.stderr
     lines = out.stdout.decode().split("\n")[:-1]
     assert [tuple(map(int, line.split())) for line in lines] == [(o, len(v)) for o, v in sorted(by_partition[1])]
+
+
+def test_cold_reads_from_sealed_segments_serve_every_client(broker_factory, topic_name):
+    """With the tail cache off and small segments, fetches are served from segment files by
+    sendfile (file ranges cut at index entries): confluent-kafka, kafka-python and kcat each
+    read back every record exactly, in order, across many segment boundaries."""
+    broker = broker_factory(extra_args=["--set", "tail.cache.bytes.per.core=0"])
+    create_topic(broker.bootstrap, topic_name, partitions=2, config={"segment.bytes": str(256 * 1024)})
+    by_partition = produce_mixed_sizes(broker, topic_name, 12_000, linger_ms=2, batch_size=65536)
+    seg_files = list((broker.data_dir / f"{topic_name}-0").glob("*.log"))
+    assert len(seg_files) > 10, f"expected many segments, got {len(seg_files)}"
+    assert_every_client_reads_back(broker, topic_name, by_partition)
+
+
+def test_tail_reads_from_the_cache_serve_every_client(broker_factory, topic_name):
+    """Everything still in the tail cache: a fetch gets the appended buffers themselves, one
+    piece per append (each lent to the connection's core without a copy). Every client reads
+    every record exactly, in order, also with fetch limits that cut through the pieces, and
+    again after the pieces were released by the connections of both cores."""
+    broker = broker_factory(extra_args=["--set", "tail.cache.bytes.per.core=268435456"])
+    create_topic(broker.bootstrap, topic_name, partitions=2)
+    # Big batches: their O_DIRECT write buffers are cached as they are, not copied out.
+    by_partition = produce_mixed_sizes(broker, topic_name, 12_000, linger_ms=20, batch_size=262144)
+    assert_every_client_reads_back(broker, topic_name, by_partition, kafka_python_fetch_bytes=50_000)
+    assert_every_client_reads_back(broker, topic_name, by_partition)
 
 
 def file_identity(path) -> tuple:
