@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from clients import forget_broker
+from clients import forget_broker, wait_port_released
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
@@ -63,6 +63,8 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        # A killed broker's listener can outlive it by a few ms (see wait_port_released).
+        wait_port_released(self.port)
         args = [gregor_bin(), "broker", "--data-dir", str(self.data_dir), "--listen", self.bootstrap]
         args += self.extra_args
         log = open(self.log_path, "ab")

@@ -27,7 +27,6 @@ from clients import (
     free_port_outside_ephemeral_range,
     read_partitions,
     stable_port_broker,
-    wait_port_released,
 )
 from confluent_kafka import Producer
 
@@ -258,7 +257,6 @@ def run_crash_rounds(broker_factory, topic: str, acks, rounds: int, acked_must_s
             # Nothing acknowledged may be cut off by recovery.
             for p, o, v in acked_before_kill if acked_must_survive else []:
                 assert o < ends[p], f"round {round_no}: acked offset {o} of partition {p} beyond recovered end {ends[p]}"
-            wait_port_released(broker.port)
             broker.start()
             assert all(w.error is None for w in writers), [w.error for w in writers]
             acked = [a for w in writers for a in list(w.acked)]

@@ -18,7 +18,6 @@ from clients import (
     free_port_outside_ephemeral_range,
     producer,
     read_partitions,
-    wait_port_released,
 )
 from confluent_kafka import KafkaError, KafkaException
 
@@ -118,7 +117,6 @@ def test_disk_full_gives_storage_error_and_recovers(broker_factory, small_fs, to
         check_acked()
 
         assert broker.stop() == 0
-        wait_port_released(broker.port)
         broker.start()
         end = check_acked()
         assert end == max(acked) + 1

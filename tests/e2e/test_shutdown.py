@@ -17,7 +17,6 @@ from clients import (
     free_port_outside_ephemeral_range,
     read_partitions,
     stable_port_broker,
-    wait_port_released,
 )
 from confluent_kafka import Consumer, TopicPartition
 from test_crash import PARTITIONS, ConfluentWriter, KafkaPythonWriter, check_log, assert_no_in_life_duplicates
@@ -93,7 +92,6 @@ def test_sigterm_under_load_is_clean_and_loses_nothing(broker_factory, topic_nam
 
         # The restarted broker must serve everything acknowledged, and the producers' queued
         # messages go through afterwards.
-        wait_port_released(broker.port)
         broker.start()
         restart_log = start_section(broker.log_text())
         # The next start needs no recovery: nothing to truncate, no index to rebuild.

@@ -168,7 +168,6 @@ def run_round(broker_factory, rng: random.Random, clean: bool, kinds, topics_per
     cases = [
         Case(t, broker.data_dir / f"{t}-0", written[t], rng, clean, rng.choice(kinds)) for t in topics
     ]
-    wait_port_released(broker.port)
     broker.start()
     ends = end_offsets_many(broker.bootstrap, [(t, 0) for t in topics])
     read = read_to_ends(broker.bootstrap, ends, timeout_s=60)
@@ -283,7 +282,6 @@ def test_damaged_metadata_file_never_panics(broker_factory, long_runs):
         assert "panicked" not in out
         assert state == "exited" and code != 0 or state == "running", (empty, state, code)
     path.write_bytes(original)
-    wait_port_released(broker.port)
     broker.start()
     got = consume_assigned(broker.bootstrap, "meta-a", [1], 1)
     assert [m.value() for m in got] == [b"kept"]
