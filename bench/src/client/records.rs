@@ -350,8 +350,10 @@ impl<'a> Iterator for HeaderIter<'a> {
         }
         self.remaining -= 1;
         let r = (|| {
-            let k = get_nullable(&mut self.buf)?.ok_or_else(|| corrupt("null header key"))?;
-            let v = get_nullable(&mut self.buf)?;
+            let k = get_nullable(&mut self.buf)
+                .ok_or_else(|| corrupt("bad header key"))?
+                .ok_or_else(|| corrupt("null header key"))?;
+            let v = get_nullable(&mut self.buf).ok_or_else(|| corrupt("bad header value"))?;
             Ok((k, v))
         })();
         if r.is_err() {
@@ -365,56 +367,57 @@ fn corrupt(what: &str) -> ClientError {
     ClientError::Protocol(format!("corrupt record batch: {what}"))
 }
 
+// The readers below return `Option` (None: truncated or malformed) rather than `Result`: the
+// error type is large, and a lean return keeps the per-record path small. Callers name the
+// field in the error.
+
 #[inline]
-fn get_uvarint(buf: &mut &[u8]) -> Result<u64> {
-    // Most fields of a record (attributes aside) fit one byte: no loop for them.
-    if let Some((&b, rest)) = buf.split_first()
-        && b < 0x80
-    {
+fn get_uvarint(buf: &mut &[u8]) -> Option<u64> {
+    // Most fields of a record fit one byte: no loop for them.
+    let (&b, rest) = buf.split_first()?;
+    if b < 0x80 {
         *buf = rest;
-        return Ok(b as u64);
+        return Some(b as u64);
     }
     get_uvarint_long(buf)
 }
 
-fn get_uvarint_long(buf: &mut &[u8]) -> Result<u64> {
+fn get_uvarint_long(buf: &mut &[u8]) -> Option<u64> {
     let mut z: u64 = 0;
     for i in 0..10 {
-        let Some((&b, rest)) = buf.split_first() else {
-            return Err(corrupt("truncated varint"));
-        };
+        let (&b, rest) = buf.split_first()?;
         *buf = rest;
         z |= ((b & 0x7f) as u64) << (7 * i);
         if b < 0x80 {
-            return Ok(z);
+            return Some(z);
         }
     }
-    Err(corrupt("varint too long"))
+    None
 }
 #[inline]
-fn get_varlong(buf: &mut &[u8]) -> Result<i64> {
+fn get_varlong(buf: &mut &[u8]) -> Option<i64> {
     let z = get_uvarint(buf)?;
-    Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
+    Some(((z >> 1) as i64) ^ -((z & 1) as i64))
 }
 #[inline]
-fn get_varint(buf: &mut &[u8]) -> Result<i32> {
-    let v = get_varlong(buf)?;
-    i32::try_from(v).map_err(|_| corrupt("varint out of range"))
+fn get_varint(buf: &mut &[u8]) -> Option<i32> {
+    i32::try_from(get_varlong(buf)?).ok()
 }
 #[inline]
-fn get_slice<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+fn get_slice<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     if buf.len() < n {
-        return Err(corrupt("truncated field"));
+        return None;
     }
     let (a, b) = buf.split_at(n);
     *buf = b;
-    Ok(a)
+    Some(a)
 }
+/// A nullable byte field: `Some(None)` for null, `None` if malformed.
 #[inline]
-fn get_nullable<'a>(buf: &mut &'a [u8]) -> Result<Option<&'a [u8]>> {
+fn get_nullable<'a>(buf: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
     let len = get_varint(buf)?;
     if len < 0 {
-        Ok(None)
+        Some(None)
     } else {
         get_slice(buf, len as usize).map(Some)
     }
@@ -444,17 +447,23 @@ impl<'a> Iterator for RecordIter<'a> {
 
 impl<'a> RecordIter<'a> {
     fn parse_one(&mut self) -> Result<RecordRef<'a>> {
-        let len = get_varint(&mut self.buf)?;
+        let len = get_varint(&mut self.buf).ok_or_else(|| corrupt("bad record length"))?;
         if len < 0 {
             return Err(corrupt("negative record length"));
         }
-        let mut rec = get_slice(&mut self.buf, len as usize)?;
-        let _attributes = get_slice(&mut rec, 1)?;
-        let ts_delta = get_varlong(&mut rec)?;
-        let offset_delta = get_varint(&mut rec)?;
-        let key = get_nullable(&mut rec)?;
-        let value = get_nullable(&mut rec)?;
-        let header_count = get_varint(&mut rec)?;
+        let mut rec =
+            get_slice(&mut self.buf, len as usize).ok_or_else(|| corrupt("truncated record"))?;
+        let fields = (|| {
+            let _attributes = get_slice(&mut rec, 1)?;
+            let ts_delta = get_varlong(&mut rec)?;
+            let offset_delta = get_varint(&mut rec)?;
+            let key = get_nullable(&mut rec)?;
+            let value = get_nullable(&mut rec)?;
+            let header_count = get_varint(&mut rec)?;
+            Some((ts_delta, offset_delta, key, value, header_count))
+        })();
+        let (ts_delta, offset_delta, key, value, header_count) =
+            fields.ok_or_else(|| corrupt("bad record fields"))?;
         Ok(RecordRef {
             offset: self.batch.base_offset + offset_delta as i64,
             timestamp_ms: self.batch.base_timestamp_ms.wrapping_add(ts_delta),
@@ -716,6 +725,39 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         assert!(parse_batches(bad.freeze()).is_err());
+    }
+
+    /// Re-seals a batch edited by `f` (fixing its CRC), so the record reader sees the damage.
+    fn edited(f: impl FnOnce(&mut BytesMut)) -> Batch {
+        let mut b = BatchBuilder::new(Compression::None, 256);
+        b.append(0, Some(b"k"), Some(b"first"), &[]);
+        b.append(0, None, Some(b"second"), &[]);
+        let mut raw = BytesMut::from(&b.seal().unwrap()[..]);
+        f(&mut raw);
+        let crc = crc32c::crc32c(&raw[21..]);
+        raw[17..21].copy_from_slice(&crc.to_be_bytes());
+        parse_batches(raw.freeze()).unwrap().remove(0)
+    }
+
+    #[test]
+    fn damaged_records_are_errors_not_panics() {
+        // The header claims a third record that is not there.
+        let b = edited(|raw| raw[57..61].copy_from_slice(&3i32.to_be_bytes()));
+        let got: Vec<_> = b.records().collect();
+        assert_eq!(got.len(), 3);
+        assert!(got[0].is_ok() && got[1].is_ok());
+        assert!(got[2].is_err());
+        // The first record's key length (after length, attributes, ts and offset deltas) says
+        // 63 bytes: past the end of the record.
+        let b = edited(|raw| raw[BATCH_HEADER_BYTES + 4] = 126);
+        let first = b.records().next().unwrap();
+        assert!(first.is_err(), "{first:?}");
+        // A varint that never ends.
+        let b = edited(|raw| {
+            let n = raw.len();
+            raw[BATCH_HEADER_BYTES..n].fill(0xff);
+        });
+        assert!(b.records().next().unwrap().is_err());
     }
 
     #[test]
