@@ -828,4 +828,25 @@ mod speed {
         let ns = t.elapsed().as_nanos() as f64 / (rounds * 256) as f64;
         println!("{ns:.2} ns/record ({n})");
     }
+
+    /// Not a test: prints the time per `append` + `seal` of 100 B and 1 KB values.
+    #[test]
+    #[ignore]
+    fn append_speed() {
+        for size in [100usize, 1024] {
+            let value = vec![3u8; size];
+            let mut b = BatchBuilder::new(Compression::None, 256 << 10);
+            let records = 2_000_000u64;
+            let t = std::time::Instant::now();
+            let mut bytes = 0;
+            for i in 0..records {
+                b.append(1_000 + (i as i64 & 7), None, Some(&value), &[]);
+                if b.size_bytes() >= 256 << 10 {
+                    bytes += b.seal().unwrap().len();
+                }
+            }
+            let ns = t.elapsed().as_nanos() as f64 / records as f64;
+            println!("{size} B: {ns:.2} ns/record ({bytes})");
+        }
+    }
 }
