@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{
     FetchRequest, TopicName,
@@ -66,6 +66,9 @@ pub struct Fetched {
     pub batches: Vec<Batch>,
     /// High watermark reported by the broker.
     pub high_watermark: i64,
+    /// When the response arrived, before the consumer's own work on it (sending the next
+    /// Fetch, checking CRCs), so end-to-end latency does not include the tool's time.
+    pub received_at: Instant,
 }
 
 /// A consumer of some partitions of one topic.
@@ -261,6 +264,7 @@ impl Consumer {
                 continue;
             };
             let resp = with_timeout(timeout, "Fetch", f.response.wait()).await?;
+            let received_at = Instant::now();
             ClientError::check(resp.error_code, || format!("fetch {}", self.topic))?;
             // Headers only: where each partition continues.
             let mut accepted = Vec::new();
@@ -319,6 +323,7 @@ impl Consumer {
                     skip_below: asked,
                     batches,
                     high_watermark,
+                    received_at,
                 });
             }
         }

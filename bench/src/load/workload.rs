@@ -640,10 +640,11 @@ async fn consumer_task(
         }
         let fetched = consumer.poll().await?;
         let now = Instant::now();
-        let now_ns = clock.ns(now);
         let measuring = now >= clock.measure_from;
         let (mut n, mut bytes) = (0u64, 0u64);
         for f in &fetched {
+            // Latency up to the response's arrival, not to the end of this round's parsing.
+            let received_ns = clock.ns(f.received_at);
             for b in &f.batches {
                 if b.is_control {
                     continue;
@@ -662,7 +663,7 @@ async fn consumer_task(
                         r.check.on_record(f.partition, rec.offset, producer, seq);
                         if measuring {
                             r.hist
-                                .saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
+                                .saturating_record(received_ns.saturating_sub(sent_ns) / 1000);
                         }
                     }
                 }
