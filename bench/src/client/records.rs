@@ -188,8 +188,17 @@ impl BatchBuilder {
     /// builder for reuse.
     pub fn seal(&mut self) -> Result<Bytes> {
         let mut out = if self.compression == Compression::None {
-            // In place: the records are already behind the header's room.
-            std::mem::replace(&mut self.records, Self::fresh_buffer(self.capacity_bytes))
+            if self.records.len() * 2 >= self.capacity_bytes {
+                // A full batch (the flat-out case) is sealed in place: the records are already
+                // behind the header's room. The builder starts over in a fresh buffer.
+                std::mem::replace(&mut self.records, Self::fresh_buffer(self.capacity_bytes))
+            } else {
+                // A small batch (sealed by linger) is copied out, which costs little, so its
+                // bytes do not pin a whole `capacity_bytes` buffer until acknowledged.
+                let out = BytesMut::from(&self.records[..]);
+                self.records.truncate(BATCH_HEADER_BYTES);
+                out
+            }
         } else {
             let records = &self.records[BATCH_HEADER_BYTES..];
             let mut out = BytesMut::with_capacity(self.records.len());
@@ -767,6 +776,25 @@ mod tests {
         let mut b = BatchBuilder::new(Compression::None, 2048);
         b.append(0, Some(b"key"), Some(&[0u8; 1000]), &hs);
         assert_eq!(b.size_bytes() - BATCH_HEADER_BYTES, want);
+    }
+
+    #[test]
+    fn small_batches_do_not_pin_the_builder_capacity() {
+        let cap = 64 << 10;
+        let mut b = BatchBuilder::new(Compression::None, cap);
+        b.append(0, None, Some(&[1u8; 100]), &[]);
+        let small = b.seal().unwrap();
+        // A sealed small batch owns about its own size, not the builder's buffer.
+        let owned = small.try_into_mut().unwrap();
+        assert!(owned.capacity() < 1024, "{}", owned.capacity());
+        // A full batch is handed over in place: same size as built, intact.
+        while b.size_bytes() < cap {
+            b.append(0, None, Some(&[2u8; 1000]), &[]);
+        }
+        let want = b.size_bytes();
+        let full = b.seal().unwrap();
+        assert_eq!(full.len(), want);
+        assert!(parse_batches(full).unwrap()[0].records().all(|r| r.is_ok()));
     }
 
     #[test]
