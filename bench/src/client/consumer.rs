@@ -41,6 +41,13 @@ pub struct ConsumerConfig {
     pub max_bytes: i32,
     /// Bound per partition in one Fetch response.
     pub partition_max_bytes: i32,
+    /// Send the next Fetch to a leader before its response is handed to the caller only if
+    /// the response carried at least this many record bytes: then the consumer is behind, the
+    /// next Fetch finds data at once, and the caller's work on this response hides its round
+    /// trip. At the tail (small responses) a prefetch would only park a long poll in the
+    /// broker; measured at a target rate, that made end-to-end latency spiky (p99 up to
+    /// 1.4 s instead of tens of ms), so there the next Fetch waits for the next `poll`.
+    pub prefetch_min_bytes: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -50,6 +57,7 @@ impl Default for ConsumerConfig {
             min_bytes: 1,
             max_bytes: 50 << 20,
             partition_max_bytes: 1 << 20,
+            prefetch_min_bytes: 512 << 10,
         }
     }
 }
@@ -215,9 +223,10 @@ impl Consumer {
     }
 
     /// One round of fetches: a Fetch per leader (all in flight at once), and the batches of each
-    /// response. As soon as a response's batch headers give the next offsets, the next Fetch
-    /// to that leader is sent (prefetch), so the broker works on it while the caller reads the
-    /// records returned here; at most one Fetch per leader is in flight.
+    /// response. When the consumer is behind (see [`ConsumerConfig::prefetch_min_bytes`]), the
+    /// next Fetch to that leader is sent as soon as the response's batch headers give the next
+    /// offsets (prefetch), so the broker works on it while the caller reads the records
+    /// returned here; at most one Fetch per leader is in flight.
     ///
     /// Positions stay exact: a partition is in at most one in-flight Fetch, a response's data
     /// is used only if it was asked for at the partition's current position, and on any error
@@ -270,6 +279,7 @@ impl Consumer {
             let mut accepted = Vec::new();
             let mut next_offsets = BTreeMap::new();
             let mut stale_here = false;
+            let mut response_bytes = 0usize;
             for t in resp.responses {
                 for p in t.partitions {
                     let part = p.partition_index;
@@ -295,16 +305,17 @@ impl Consumer {
                         }
                     }
                     let records = p.records.unwrap_or_default();
+                    response_bytes += records.len();
                     let next = next_fetch_offset(&records, asked)?;
                     next_offsets.insert(part, next);
                     accepted.push((part, asked, records, p.high_watermark, next));
                 }
             }
-            // Prefetch, unless this leader may have lost partitions (refetched after the
-            // Metadata refresh below instead).
+            // Prefetch when behind (see `prefetch_min_bytes`), unless this leader may have
+            // lost partitions (refetched after the Metadata refresh below instead).
             if stale_here {
                 stale_leaders = true;
-            } else {
+            } else if response_bytes >= self.cfg.prefetch_min_bytes {
                 let parts = self.unfetched_of(leader, &next_offsets);
                 if !parts.is_empty() {
                     self.send_fetch(leader, parts).await?;
@@ -399,6 +410,8 @@ mod tests {
             max_wait_ms: 10,
             // A few batches per partition per fetch, cut mid-batch by the fake broker.
             partition_max_bytes: 700,
+            // Prefetch after every response with data, to test it with small ones.
+            prefetch_min_bytes: 1,
             ..Default::default()
         }
     }
@@ -498,6 +511,37 @@ mod tests {
         .unwrap();
         assert!(after_poll >= 1);
         assert_eq!(after_wait, 2, "one prefetch, no more (bounded)");
+    }
+
+    #[test]
+    fn no_prefetch_below_the_threshold() {
+        let broker = broker(1, None);
+        let addr = broker.addr.clone();
+        let b = std::sync::Arc::new(broker);
+        let (after_poll, after_wait, got) = block_on(move || async move {
+            let cluster = Cluster::connect(ClientConfig::new(&addr)).await.unwrap();
+            let cfg = ConsumerConfig {
+                prefetch_min_bytes: 1 << 20,
+                ..small_fetches()
+            };
+            let mut c = Consumer::new(cluster, "t", cfg);
+            c.assign(&[0], StartOffset::Earliest).await.unwrap();
+            let first = delivered(&c.poll().await.unwrap());
+            assert!(!first.is_empty());
+            let after_poll = b.fetches_seen();
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            let after_wait = b.fetches_seen();
+            let (mut got, _) = consume_until(&mut c, RECORDS_PER_PARTITION as usize).await;
+            got.splice(0..0, first);
+            (after_poll, after_wait, got)
+        })
+        .unwrap();
+        assert_eq!(
+            (after_poll, after_wait),
+            (1, 1),
+            "the next Fetch waits for poll"
+        );
+        assert_exact(&got, 1, 0);
     }
 
     #[test]
