@@ -44,9 +44,9 @@ pub struct ConsumerConfig {
     /// Send the next Fetch to a leader before its response is handed to the caller only if
     /// the response carried at least this many record bytes: then the consumer is behind, the
     /// next Fetch finds data at once, and the caller's work on this response hides its round
-    /// trip. At the tail (small responses) a prefetch would only park a long poll in the
-    /// broker; measured at a target rate, that made end-to-end latency spiky (p99 up to
-    /// 1.4 s instead of tens of ms), so there the next Fetch waits for the next `poll`.
+    /// trip. At the tail (small responses) there is nothing to overlap and a prefetch would
+    /// only park a long poll in the broker, so there the next Fetch waits for the next `poll`,
+    /// as without prefetch, and end-to-end latency at a target rate is measured as before.
     pub prefetch_min_bytes: usize,
 }
 
