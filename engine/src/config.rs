@@ -63,6 +63,10 @@ pub struct LogConfig {
     /// has no size change to persist). Up to 16 MiB per active segment, and never more than
     /// about the data already in it.
     pub zeros_ahead: bool,
+    /// With `zeros_ahead`: zeros are written only while append writes average under this
+    /// many bytes. A large write amortizes what the zeros save, and the zeros cost as much
+    /// disk bandwidth as the data (docs/BENCHMARKS.md, change 14).
+    pub zeros_ahead_append_bytes_max: u64,
     /// Gregor extension (Dma backend): reuse segment files removed by retention or
     /// DeleteRecords as new segments (after `file_delete_delay_ms`, once no reader holds
     /// them), instead of deleting them and allocating new ones.
@@ -90,6 +94,7 @@ impl Default for LogConfig {
             file_delete_delay_ms: 60_000,
             tail_cache_bytes: 4 << 20,
             zeros_ahead: true,
+            zeros_ahead_append_bytes_max: 32 << 10,
             recycle_segments: true,
         }
     }

@@ -220,6 +220,11 @@ pub struct Log {
     /// then: they make fdatasync cheap, but cost disk bandwidth and, at high acks=1 rates,
     /// produce latency (BENCHMARKS.md, change 11).
     flushes_requested: Cell<bool>,
+    /// Moving average of the bytes per append write (weight 1/8 for the newest). Zeros are
+    /// written ahead only while appends are small: a large write amortizes what zeros save
+    /// (a kernel worker hand-off and a size change per write), while the zeros still cost as
+    /// much disk bandwidth as the data (`LogConfig::zeros_ahead_append_bytes_max`).
+    append_bytes_avg: Cell<u64>,
     /// Append requests waiting for the write lock, oldest first (bounded by the number of
     /// concurrent `append` calls, which the broker bounds).
     pending: RefCell<VecDeque<Rc<AppendSlot>>>,
@@ -370,6 +375,7 @@ impl Log {
             write_lock: LocalMutex::default(),
             spares: RefCell::new(SpareFiles::default()),
             flushes_requested: Cell::new(false),
+            append_bytes_avg: Cell::new(0),
             pending: RefCell::new(VecDeque::new()),
             flush_lock: LocalMutex::default(),
             log_start: Cell::new(log_start),
@@ -529,6 +535,12 @@ impl Log {
             .map(|(_, r)| r.now_ms)
             .max()
             .unwrap_or(0);
+        let zeros_limit_bytes =
+            if self.zeros_wanted(config, parts.iter().map(|p| p.records.len() as u64).sum()) {
+                config.segment_bytes
+            } else {
+                0
+            };
         let written = self
             .active()
             .append(
@@ -536,11 +548,7 @@ impl Log {
                 &parts,
                 config.index_interval_bytes,
                 now_ms,
-                if config.zeros_ahead && self.flushes_requested.get() {
-                    config.segment_bytes
-                } else {
-                    0
-                },
+                zeros_limit_bytes,
             )
             .await;
         drop(parts);
@@ -563,6 +571,25 @@ impl Log {
             }
             Err(e) => group.finish(|_| Err(e.duplicate())),
         }
+    }
+
+    /// Whether zeros go ahead of the active segment's appends, given this append's size
+    /// (see `append_bytes_avg`): only for logs that are flushed, and while appends average
+    /// under `zeros_ahead_append_bytes_max`.
+    fn zeros_wanted(&self, config: &LogConfig, append_bytes: u64) -> bool {
+        let before = self.append_bytes_avg.get();
+        let avg = if before == 0 {
+            append_bytes
+        } else {
+            before - before / 8 + append_bytes / 8
+        };
+        self.append_bytes_avg.set(avg);
+        let max = config.zeros_ahead_append_bytes_max;
+        let small = avg < max;
+        if before != 0 && (before < max) != small {
+            tracing::debug!(dir = %self.dir.display(), avg_append_bytes = avg, zeros_ahead = small, "zeros ahead switched");
+        }
+        config.zeros_ahead && self.flushes_requested.get() && small
     }
 
     fn should_roll(

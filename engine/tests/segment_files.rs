@@ -51,6 +51,8 @@ async fn zeros_never_cover_data(backend: BackendKind, dir: PathBuf) {
     let config = LogConfig {
         segment_bytes: 48 << 20,
         tail_cache_bytes: 0,
+        // Large appends too: they reach into the zero write in flight more often.
+        zeros_ahead_append_bytes_max: u64::MAX,
         ..LogConfig::default()
     };
     let log = Rc::new(Log::open(&dir, config.clone(), backend).await.unwrap());
@@ -150,6 +152,34 @@ async fn no_zeros_without_flushes(backend: BackendKind, dir: PathBuf) {
 #[test]
 fn no_zeros_without_flushes_dma() {
     common::run(BackendKind::Dma, no_zeros_without_flushes);
+}
+
+/// Zeros follow the size of the appends: none while they are large (600 KB), written once
+/// they are small (8 KB) on average.
+async fn zeros_only_for_small_appends(backend: BackendKind, dir: PathBuf) {
+    let log = Log::open(&dir, LogConfig::default(), backend)
+        .await
+        .unwrap();
+    log.flush().await.unwrap();
+    assert_no_zeros_ahead(&log, &dir).await;
+    for i in 0..400 {
+        log.append(Bytes::from(patterned_batch(100 + i, 8_000)), 0, 1)
+            .await
+            .unwrap();
+    }
+    glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+    let aligned = (log.size_bytes() + 4095) & !4095;
+    let on_disk = file_len(&dir, 0);
+    assert!(
+        on_disk > aligned + (64 << 10),
+        "no zeros for small appends: file {on_disk}, data {aligned}"
+    );
+    assert_eq!(read_back(&log).await, (420, log.size_bytes()));
+}
+
+#[test]
+fn zeros_only_for_small_appends_dma() {
+    common::run(BackendKind::Dma, zeros_only_for_small_appends);
 }
 
 fn inode(path: &Path) -> u64 {
