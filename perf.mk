@@ -25,7 +25,7 @@ PERF_LATENCY_SECS ?= 10
 # Producer batch.size for every produce load (Kafka's default is 16384; throughput setups
 # raise it, as the OpenMessaging Benchmark's Kafka drivers do).
 PERF_BATCH_BYTES ?= 262144
-# batch.size for the latency loads (Kafka's default).
+# batch.size of the informational latency loads (Kafka's default).
 PERF_LATENCY_BATCH_BYTES ?= 16384
 # Records written and then read back from the tail cache (1 KB each).
 PERF_TAIL_MESSAGES ?= 3000000
@@ -187,11 +187,9 @@ try:
             th.join()
     record("tail_live_mb_s", runs("tail consume while producing", tail_while_producing), f"gregor bench consume --from-latest --duration-secs 4, while bench produce --producers {PRODUCERS} --batch-bytes {BATCH} --size 1024 --duration-secs 6 runs")
 
-    # Latency at half the maximum 1 KB throughput (open loop, no coordinated omission), with
-    # Kafka's default producer batch.size (16 KB): large batches trade latency for throughput
-    # (a batch waits up to its linger to fill), so latency is judged at half the maximum of
-    # the latency configuration, and the same loads with the throughput batch size are shown
-    # for information.
+    # Latency at half the maximum 1 KB throughput measured above, with the same producer
+    # settings (open loop, no coordinated omission). The same loads with Kafka's default
+    # batch.size (16 KB), at half the maximum that setting reaches, are shown for information.
     lat_common = ["--partitions", "6", "--producers", PRODUCERS, "--batch-bytes", LAT_BATCH]
     r = runs("produce 1 KB, latency batch size", lambda: bench("produce", "--topic", topic(), *lat_common, "--messages", P1K, "--size", "1024", "--acks", "1"))
     record("p1k_lat_cfg_rec_s", field(r, "records_per_sec"), f"gregor bench produce --partitions 6 --producers {PRODUCERS} --batch-bytes {LAT_BATCH} --messages {P1K} --size 1024 --acks 1")
@@ -202,8 +200,8 @@ try:
         record(f"{prefix}_p999_ms", field(r, "latency_ms", "p999"), "(same run)")
         r = runs(f"e2e latency ({prefix})", lambda: bench("e2e", "--topic", topic(), *flags, "--size", "1024", "--rate", rate, "--duration-secs", LAT_SECS, "--verify", timeout=int(float(LAT_SECS)) + 60))
         record(f"{prefix}_e2e_p99_ms", field(r, "latency_ms", "p99"), f"gregor bench e2e --partitions 6 --producers {PRODUCERS} --batch-bytes {batch} --size 1024 --rate {rate} --duration-secs {LAT_SECS} --verify")
-    latency("lat", lat_common, LAT_BATCH, results.get("p1k_lat_cfg_rec_s"))
-    latency("lat_big_batch", common, BATCH, results.get("p1k_rec_s"))
+    latency("lat", common, BATCH, results.get("p1k_rec_s"))
+    latency("lat_default_batch", lat_common, LAT_BATCH, results.get("p1k_lat_cfg_rec_s"))
     status = open(f"/proc/{broker.pid}/status").read()
     results["broker_rss_peak_mb"] = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
     commands["broker_rss_peak_mb"] = "VmHWM of the broker after all of the above"
@@ -246,13 +244,13 @@ rows = [
     ("tail consume / loopback TCP", ratio("tail_mb_s", "tcp_mb_s"), ">= 0.70", lambda v: v >= 0.7, f'{fmt("tail_mb_s")} / {fmt("tcp_mb_s")} MB/s'),
     ("tail consume while producing (MB/s)", results.get("tail_live_mb_s"), "info", lambda v: True, "bounded by the producers on the same cores"),
     ("catch-up consume / disk read", ratio("catchup_mb_s", "disk_read_mb_s"), ">= 0.80", lambda v: v >= 0.8, f'{fmt("catchup_mb_s")} / {fmt("disk_read_mb_s")} MB/s'),
-    ("produce 1 KB, 16 KB batches (rec/s)", results.get("p1k_lat_cfg_rec_s"), "info", lambda v: True, "the maximum the latency rows halve"),
-    ("produce p99 at half max (ms)", results.get("lat_p99_ms"), "<= 2", lambda v: v <= 2, f"batch.size {LAT_BATCH}"),
-    ("produce p99.9 at half max (ms)", results.get("lat_p999_ms"), "<= 10", lambda v: v <= 10, f"batch.size {LAT_BATCH}"),
-    ("end-to-end p99 at half max (ms)", results.get("lat_e2e_p99_ms"), "<= 5", lambda v: v <= 5, f"batch.size {LAT_BATCH}"),
-    ("  same, throughput batches: p99 (ms)", results.get("lat_big_batch_p99_ms"), "info", lambda v: True, f"batch.size {BATCH}, half of the 1 KB max above"),
-    ("  same, throughput batches: p99.9 (ms)", results.get("lat_big_batch_p999_ms"), "info", lambda v: True, ""),
-    ("  same, throughput batches: e2e p99 (ms)", results.get("lat_big_batch_e2e_p99_ms"), "info", lambda v: True, ""),
+    ("produce p99 at half max (ms)", results.get("lat_p99_ms"), "<= 2", lambda v: v <= 2, f"batch.size {BATCH}"),
+    ("produce p99.9 at half max (ms)", results.get("lat_p999_ms"), "<= 10", lambda v: v <= 10, ""),
+    ("end-to-end p99 at half max (ms)", results.get("lat_e2e_p99_ms"), "<= 5", lambda v: v <= 5, ""),
+    ("produce 1 KB, default batches (rec/s)", results.get("p1k_lat_cfg_rec_s"), "info", lambda v: True, f"batch.size {LAT_BATCH}"),
+    ("  at half that: p99 (ms)", results.get("lat_default_batch_p99_ms"), "info", lambda v: True, ""),
+    ("  at half that: p99.9 (ms)", results.get("lat_default_batch_p999_ms"), "info", lambda v: True, ""),
+    ("  at half that: e2e p99 (ms)", results.get("lat_default_batch_e2e_p99_ms"), "info", lambda v: True, ""),
     ("read oldest / newest of 1000 segments", results.get("oldest_over_newest"), "<= 1.20", lambda v: v <= 1.2, ""),
     ("broker peak RSS (MB)", results.get("broker_rss_peak_mb"), "info", lambda v: True, "see docs/BENCHMARKS.md"),
 ]
