@@ -183,6 +183,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
         let raw_fd = fd.into_raw_fd();
         let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("gregor-core-{core}"))
+            .io_memory(config.io_registered_memory_bytes_per_core)
             .spawn(move || async move {
                 let setup = CoreSetup {
                     core,
