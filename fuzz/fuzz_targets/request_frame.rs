@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
             let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
             let mut stream = futures_lite::io::Cursor::new(data.to_vec());
             for _ in 0..FRAMES_PER_INPUT_MAX {
-                let body = match read_frame(&mut stream, FRAME_BYTES_MAX).await {
+                let body = match read_frame(&mut stream, FRAME_BYTES_MAX, &ctx.request_pool).await {
                     Ok(Some(body)) => body,
                     Ok(None) | Err(_) => break,
                 };
