@@ -693,12 +693,12 @@ async fn tail_reads_reference_appended_buffers(backend: BackendKind, dir: PathBu
         assert_eq!(a.as_ptr(), b.as_ptr(), "the cache was copied");
     }
     // Capped by the high watermark: only batches below it.
-    let capped = log.read_for_send(0, 64 << 10, 5).await.unwrap().data;
-    let capped_bytes = match &capped {
+    let in_memory = |data: &SendData| match data {
         SendData::Memory(b) => b.to_vec(),
         SendData::Pieces(p) => p.concat(),
         SendData::File(_) => panic!("tail data as a file range"),
     };
+    let capped_bytes = in_memory(&log.read_for_send(0, 64 << 10, 5).await.unwrap().data);
     let last = BatchIter::new(&capped_bytes).last().unwrap().0;
     assert_eq!(last.base_offset.get(), 4);
     // Another thread checks and drops them (as a connection on another core would).
@@ -720,13 +720,8 @@ async fn tail_reads_reference_appended_buffers(backend: BackendKind, dir: PathBu
     let end = log.log_end_offset();
     log.set_high_watermark(end);
     log.enforce_retention(1000).await.unwrap();
-    let tail = log.read_for_send(60, 64 << 10, end).await.unwrap().data;
+    let tail = in_memory(&log.read_for_send(60, 64 << 10, end).await.unwrap().data);
     let read = log.read(60, 64 << 10, end).await.unwrap().data;
-    let tail = match &tail {
-        SendData::Memory(b) => b.to_vec(),
-        SendData::Pieces(p) => p.concat(),
-        SendData::File(_) => panic!("tail data as a file range"),
-    };
     assert_eq!(&read[..tail.len()], &tail[..]);
     assert_eq!(
         BatchIter::new(&tail).next().unwrap().0.base_offset.get(),

@@ -241,9 +241,16 @@ impl Connection {
     /// Writes a request and returns a future for its response. Waits while `max_in_flight`
     /// requests are outstanding.
     pub async fn send<R: Request>(&self, req: &R, version: i16) -> Result<ResponseFuture<R>> {
+        self.send_body(Body::Message(req), version).await
+    }
+
+    async fn send_body<R: Request>(
+        &self,
+        body: Body<'_, R>,
+        version: i16,
+    ) -> Result<ResponseFuture<R>> {
         let (tx, rx) = oneshot::channel();
-        self.write::<R>(Body::Message(req), version, Some(tx))
-            .await?;
+        self.write::<R>(body, version, Some(tx)).await?;
         Ok(ResponseFuture {
             rx,
             version,
@@ -264,15 +271,7 @@ impl Connection {
         pieces: &[Bytes],
         version: i16,
     ) -> Result<ResponseFuture<R>> {
-        let (tx, rx) = oneshot::channel();
-        self.write::<R>(Body::Encoded(pieces), version, Some(tx))
-            .await?;
-        Ok(ResponseFuture {
-            rx,
-            version,
-            addr: self.shared.addr.clone(),
-            _marker: Default::default(),
-        })
+        self.send_body(Body::Encoded(pieces), version).await
     }
 
     /// Like [`Connection::send_no_response`], for a body already encoded as `pieces`.

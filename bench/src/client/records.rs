@@ -484,6 +484,33 @@ impl<'a> RecordIter<'a> {
     }
 }
 
+/// Length of the complete batch at the start of `data`: `None` if there is none (fewer bytes
+/// than a batch needs: a partial trailing batch, which a broker may send), an error if the
+/// header is malformed or not record format v2.
+fn next_batch_bytes(data: &[u8]) -> Result<Option<usize>> {
+    if data.len() < 17 {
+        return Ok(None);
+    }
+    let batch_len = i32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+    if batch_len < 0 {
+        return Err(corrupt("negative batch length"));
+    }
+    let total = 12 + batch_len as usize;
+    if data.len() < total {
+        return Ok(None);
+    }
+    let magic = data[16] as i8;
+    if magic != 2 {
+        return Err(ClientError::Protocol(format!(
+            "record format v{magic} is not supported (only v2)"
+        )));
+    }
+    if total < BATCH_HEADER_BYTES {
+        return Err(corrupt("batch shorter than its header"));
+    }
+    Ok(Some(total))
+}
+
 /// The offset to fetch next after `data` (a Fetch response's `records` field for a fetch at
 /// `from`): past the last complete batch, or `from` if there is none. Reads only batch headers
 /// (no CRC, no records), so a consumer can send its next Fetch before it parses the batches. It
@@ -492,24 +519,7 @@ impl<'a> RecordIter<'a> {
 pub fn next_fetch_offset(data: &[u8], from: i64) -> Result<i64> {
     let mut next = from;
     let mut rest = data;
-    while rest.len() >= 17 {
-        let batch_len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-        if batch_len < 0 {
-            return Err(corrupt("negative batch length"));
-        }
-        let total = 12 + batch_len as usize;
-        if rest.len() < total {
-            break; // partial trailing batch
-        }
-        let magic = rest[16] as i8;
-        if magic != 2 {
-            return Err(ClientError::Protocol(format!(
-                "record format v{magic} is not supported (only v2)"
-            )));
-        }
-        if total < BATCH_HEADER_BYTES {
-            return Err(corrupt("batch shorter than its header"));
-        }
+    while let Some(total) = next_batch_bytes(rest)? {
         let (b, tail) = rest.split_at(total);
         let base_offset = i64::from_be_bytes(b[0..8].try_into().unwrap_or_default());
         let last_offset_delta = i32::from_be_bytes(b[23..27].try_into().unwrap_or_default());
@@ -524,24 +534,7 @@ pub fn next_fetch_offset(data: &[u8], from: i64) -> Result<i64> {
 /// checked; compressed batches are decompressed.
 pub fn parse_batches(mut data: Bytes) -> Result<Vec<Batch>> {
     let mut out = Vec::new();
-    while data.len() >= 17 {
-        let batch_len = i32::from_be_bytes([data[8], data[9], data[10], data[11]]);
-        if batch_len < 0 {
-            return Err(corrupt("negative batch length"));
-        }
-        let total = 12 + batch_len as usize;
-        if data.len() < total {
-            break; // partial trailing batch
-        }
-        let magic = data[16] as i8;
-        if magic != 2 {
-            return Err(ClientError::Protocol(format!(
-                "record format v{magic} is not supported (only v2)"
-            )));
-        }
-        if total < BATCH_HEADER_BYTES {
-            return Err(corrupt("batch shorter than its header"));
-        }
+    while let Some(total) = next_batch_bytes(&data)? {
         let mut b = data.split_to(total);
         let crc_stored = u32::from_be_bytes([b[17], b[18], b[19], b[20]]);
         if crc32c::crc32c(&b[21..]) != crc_stored {
