@@ -667,13 +667,17 @@ async fn tail_reads_reference_appended_buffers(backend: BackendKind, dir: PathBu
     };
     let log = Log::open(&dir, config, backend).await.unwrap();
     // 3 KB batches: each append's write buffer is cached as it is (not copied out).
-    for i in 0..40 {
-        log.append(Bytes::from(big_batch(1, 3000, i)), 0, 1000)
-            .await
-            .unwrap();
-    }
-    let end = log.log_end_offset();
-    log.set_high_watermark(end);
+    let append_3kb_batches = async |batches: std::ops::Range<i64>| {
+        for i in batches {
+            log.append(Bytes::from(big_batch(1, 3000, i)), 0, 1000)
+                .await
+                .unwrap();
+        }
+        let end = log.log_end_offset();
+        log.set_high_watermark(end);
+        end
+    };
+    let end = append_3kb_batches(0..40).await;
     let pieces = |data: &SendData| match data {
         SendData::Pieces(p) => p.clone(),
         SendData::Memory(b) => panic!("one {} B piece, expected several", b.len()),
@@ -712,13 +716,7 @@ async fn tail_reads_reference_appended_buffers(backend: BackendKind, dir: PathBu
     .join()
     .unwrap();
     assert_eq!(far, local);
-    for i in 40..80 {
-        log.append(Bytes::from(big_batch(1, 3000, i)), 0, 1000)
-            .await
-            .unwrap();
-    }
-    let end = log.log_end_offset();
-    log.set_high_watermark(end);
+    let end = append_3kb_batches(40..80).await;
     log.enforce_retention(1000).await.unwrap();
     let tail = in_memory(&log.read_for_send(60, 64 << 10, end).await.unwrap().data);
     let read = log.read(60, 64 << 10, end).await.unwrap().data;

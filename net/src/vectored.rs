@@ -412,6 +412,38 @@ mod tests {
         out
     }
 
+    /// A Fetch response carrying `records` encoded as parts (referencing `records`, swapping
+    /// `placeholders`), checked to join into exactly the copying encoder's frame for
+    /// `expected` (the bytes the records stand for).
+    fn parts_equal_to_copy(
+        version: i16,
+        expected: &[Bytes],
+        records: &[Bytes],
+        placeholders: Placeholders,
+    ) -> Vec<Part> {
+        let header_version = ApiKey::Fetch.response_header_version(version);
+        let whole = crate::handlers::encode_frame(
+            ApiKey::Fetch,
+            version,
+            7,
+            header_version,
+            &response(expected),
+        )
+        .unwrap();
+        let parts = encode_frame_parts(
+            ApiKey::Fetch,
+            version,
+            7,
+            header_version,
+            &response(records),
+            records.to_vec(),
+            placeholders,
+        )
+        .unwrap();
+        assert_eq!(joined(&parts), whole.to_vec(), "version {version}");
+        parts
+    }
+
     /// The parts concatenate to exactly what the copying encoder produces, in every Fetch
     /// version we serve, and the large batches are referenced, not copied.
     #[test]
@@ -421,23 +453,8 @@ mod tests {
             .enumerate()
             .map(|(i, &n)| Bytes::from(vec![i as u8 + 1; n]))
             .collect();
-        let body = response(&records);
         for version in 4..=16 {
-            let header_version = ApiKey::Fetch.response_header_version(version);
-            let whole =
-                crate::handlers::encode_frame(ApiKey::Fetch, version, 7, header_version, &body)
-                    .unwrap();
-            let parts = encode_frame_parts(
-                ApiKey::Fetch,
-                version,
-                7,
-                header_version,
-                &body,
-                records.clone(),
-                Placeholders::default(),
-            )
-            .unwrap();
-            assert_eq!(joined(&parts), whole.to_vec(), "version {version}");
+            let parts = parts_equal_to_copy(version, &records, &records, Placeholders::default());
             for big in records.iter().filter(|r| r.len() >= ZERO_COPY_MIN_BYTES) {
                 assert!(
                     parts.iter().any(
@@ -477,26 +494,7 @@ mod tests {
             }
             records.push(memory.clone());
             expected_records.push(memory.clone());
-            let header_version = ApiKey::Fetch.response_header_version(version);
-            let whole = crate::handlers::encode_frame(
-                ApiKey::Fetch,
-                version,
-                9,
-                header_version,
-                &response(&expected_records),
-            )
-            .unwrap();
-            let parts = encode_frame_parts(
-                ApiKey::Fetch,
-                version,
-                9,
-                header_version,
-                &response(&records),
-                records.clone(),
-                files,
-            )
-            .unwrap();
-            assert_eq!(joined(&parts), whole.to_vec(), "version {version}");
+            let parts = parts_equal_to_copy(version, &expected_records, &records, files);
             let file_parts = parts.iter().filter(|p| matches!(p, Part::File(_))).count();
             assert_eq!(file_parts, ranges.len());
         }
@@ -513,31 +511,13 @@ mod tests {
         let joined_pieces = Bytes::from(pieces.concat());
         let other = Bytes::from(vec![9u8; 2048]);
         for version in [4i16, 11, 12, 16] {
-            let header_version = ApiKey::Fetch.response_header_version(version);
-            let whole = crate::handlers::encode_frame(
-                ApiKey::Fetch,
-                version,
-                3,
-                header_version,
-                &response(&[joined_pieces.clone(), other.clone()]),
-            )
-            .unwrap();
             let mut placeholders = Placeholders::default();
             let records = vec![
                 placeholders.placeholder_for_pieces(pieces.clone()),
                 other.clone(),
             ];
-            let parts = encode_frame_parts(
-                ApiKey::Fetch,
-                version,
-                3,
-                header_version,
-                &response(&records),
-                records.clone(),
-                placeholders,
-            )
-            .unwrap();
-            assert_eq!(joined(&parts), whole.to_vec(), "version {version}");
+            let expected = [joined_pieces.clone(), other.clone()];
+            let parts = parts_equal_to_copy(version, &expected, &records, placeholders);
             for piece in &pieces {
                 assert!(
                     parts.iter().any(|p| matches!(p, Part::Memory(b) if b.as_ptr() == piece.as_ptr() && b.len() == piece.len())),
