@@ -202,6 +202,11 @@ async fn send_file_range<S: AsyncWrite + AsRawFd + Unpin>(
     stream: &mut S,
     range: &FileRange,
 ) -> std::io::Result<()> {
+    if !crate::page_cache::is_resident(&range.file, range.position, range.len) {
+        // Cold: sendfile would wait for the disk with the whole core; the core's blocking
+        // thread waits instead (see `page_cache`).
+        crate::page_cache::load(range.file.clone(), range.position, range.len).await;
+    }
     let mut offset = range.position as i64;
     let mut left = range.len;
     while left > 0 {

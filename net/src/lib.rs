@@ -22,6 +22,7 @@ pub mod listener;
 pub mod log;
 pub mod metadata;
 pub mod notify;
+pub mod page_cache;
 pub mod partition_ops;
 pub mod registry;
 pub mod request_pool;
