@@ -27,6 +27,8 @@ pub struct Progress {
     pub done: AtomicBool,
     /// Consumers that have their partitions assigned and are fetching.
     pub ready: AtomicU64,
+    /// Highest latency (µs) recorded since the sampler last took it.
+    pub latency_max_us: AtomicU64,
 }
 
 impl Progress {
@@ -36,7 +38,7 @@ impl Progress {
     }
 }
 
-/// Throughput over time: one sample per interval, taken by the main thread.
+/// Throughput (and worst latency) over time: one sample per interval, taken by the main thread.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Series {
     /// Seconds since start of each sample.
@@ -45,6 +47,9 @@ pub struct Series {
     pub records_per_sec: Vec<f64>,
     /// MB per second in that interval.
     pub mb_per_sec: Vec<f64>,
+    /// Highest latency (ms) measured in that interval (0 when none was): a stall shows here
+    /// as one bad second, where the percentiles only say that one happened.
+    pub latency_max_ms: Vec<f64>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -174,6 +179,11 @@ impl Summary {
     }
 }
 
+/// The highest latency recorded since the last call, in ms.
+fn take_latency_max_ms(progress: &Progress) -> f64 {
+    progress.latency_max_us.swap(0, Ordering::Relaxed) as f64 / 1000.0
+}
+
 /// Samples `progress` every `interval` until `done`, driving the progress bar; returns the
 /// throughput series.
 pub fn sample_until_done(
@@ -217,6 +227,7 @@ pub fn sample_until_done(
             series.t_sec.push(now.duration_since(start).as_secs_f64());
             series.records_per_sec.push(rps);
             series.mb_per_sec.push(mbps);
+            series.latency_max_ms.push(take_latency_max_ms(progress));
             bar.set_message(format!(
                 "{rps:.0} rec/s {mbps:.1} MB/s, {} errors",
                 progress.errors.load(Ordering::Relaxed)
@@ -234,7 +245,24 @@ pub fn sample_until_done(
         series.t_sec.push(now.duration_since(start).as_secs_f64());
         series.records_per_sec.push((r - last_r) as f64 / dt);
         series.mb_per_sec.push((b - last_b) as f64 / 1e6 / dt);
+        series.latency_max_ms.push(take_latency_max_ms(progress));
     }
     bar.finish_and_clear();
     series
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_sample_takes_the_worst_latency_since_the_last() {
+        let p = Progress::new();
+        p.latency_max_us.fetch_max(2_500, Ordering::Relaxed);
+        p.latency_max_us.fetch_max(7_500, Ordering::Relaxed);
+        p.latency_max_us.fetch_max(3_000, Ordering::Relaxed);
+        assert_eq!(take_latency_max_ms(&p), 7.5);
+        // A quiet interval reports 0, not the previous interval's worst.
+        assert_eq!(take_latency_max_ms(&p), 0.0);
+    }
 }

@@ -356,10 +356,13 @@ async fn producer_task(
             r.bytes += b.payload_bytes;
             if !e2e {
                 let now_ns = clock.ns(now);
+                let mut max_us = 0;
                 for sent_ns in b.tags {
-                    r.hist
-                        .saturating_record(now_ns.saturating_sub(*sent_ns) / 1000);
+                    let latency_us = now_ns.saturating_sub(*sent_ns) / 1000;
+                    r.hist.saturating_record(latency_us);
+                    max_us = max_us.max(latency_us);
                 }
+                progress.latency_max_us.fetch_max(max_us, Ordering::Relaxed);
             }
         })
     };
@@ -642,6 +645,7 @@ async fn consumer_task(
         let now = Instant::now();
         let measuring = now >= clock.measure_from;
         let (mut n, mut bytes) = (0u64, 0u64);
+        let mut round_max_us = 0u64;
         for f in &fetched {
             // Latency up to the response's arrival, not to the end of this round's parsing.
             let received_ns = clock.ns(f.received_at);
@@ -662,13 +666,17 @@ async fn consumer_task(
                     {
                         r.check.on_record(f.partition, rec.offset, producer, seq);
                         if measuring {
-                            r.hist
-                                .saturating_record(received_ns.saturating_sub(sent_ns) / 1000);
+                            let latency_us = received_ns.saturating_sub(sent_ns) / 1000;
+                            r.hist.saturating_record(latency_us);
+                            round_max_us = round_max_us.max(latency_us);
                         }
                     }
                 }
             }
         }
+        progress
+            .latency_max_us
+            .fetch_max(round_max_us, Ordering::Relaxed);
         if n > 0 {
             last_progress = now;
             r.first_at.get_or_insert(now);
