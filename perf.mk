@@ -186,6 +186,33 @@ try:
     record("catchup_mb_s", field(c, "mb_per_sec"), f"gregor bench consume --partitions 6 --messages {P1K} (after producing them)")
     record("catchup_over_disk", [x["mb_per_sec"] / y["read_mb_per_sec"] for y, x in zip(d, c)], "each catch-up run over the disk run just before it")
 
+    def e2e_during_catchup():
+        # Producers' end-to-end latency at a moderate rate, alone and while a consumer reads
+        # 3x P1K records from disk (written just before, so not in any cache).
+        def e2e(t):
+            return bench("e2e", "--topic", t, "--partitions", "6", "--producers", "2", "--size", "1024", "--rate", "100000", "--duration-secs", "6", timeout=60)
+        alone = e2e(topic())["latency_ms"]["p99"]
+        old = topic()
+        bench("produce", "--topic", old, *common, "--messages", str(3 * int(P1K)), "--size", "1024")
+        out = {}
+        def live():
+            try:
+                out["e"] = e2e(f"{old}-live")
+            except Exception as e:
+                out["e"] = e
+        th = threading.Thread(target=live); th.start(); time.sleep(1)
+        try:
+            bench("consume", "--topic", old, "--partitions", "6", "--messages", str(3 * int(P1K)), "--size", "1024")
+        finally:
+            th.join()
+            subprocess.run([G, "topics", "--bootstrap", B, "delete", f"{old}-live"], capture_output=True, timeout=60)
+        if isinstance(out.get("e"), Exception):
+            raise out["e"]
+        return alone, out["e"]["latency_ms"]["p99"]
+    r = runs("e2e latency during a catch-up read", e2e_during_catchup)
+    record("e2e_alone_p99_ms", [x[0] for x in r], "gregor bench e2e --partitions 6 --producers 2 --size 1024 --rate 100000 --duration-secs 6")
+    record("e2e_catchup_p99_ms", [x[1] for x in r], f"the same, while gregor bench consume reads {3 * int(P1K)} records just written (from disk)")
+
     def tail_while_producing():
         # Consume from the end while producers write flat out; the consumer's window lies
         # inside the producers' run, so its rate is what it keeps up with at the tail (it
@@ -268,6 +295,8 @@ rows = [
     ("produce p99 at half max (ms)", results.get("lat_p99_ms"), "<= 2", lambda v: v <= 2, f"batch.size {BATCH}"),
     ("produce p99.9 at half max (ms)", results.get("lat_p999_ms"), "<= 10", lambda v: v <= 10, ""),
     ("end-to-end p99 at half max (ms)", results.get("lat_e2e_p99_ms"), "<= 5", lambda v: v <= 5, ""),
+    ("e2e p99 at 100k rec/s (ms)", results.get("e2e_alone_p99_ms"), "info", lambda v: True, ""),
+    ("  the same during a catch-up read (ms)", results.get("e2e_catchup_p99_ms"), "info", lambda v: True, "a consumer reading from disk meanwhile"),
     ("produce 1 KB, default batches (rec/s)", results.get("p1k_lat_cfg_rec_s"), "info", lambda v: True, f"batch.size {LAT_BATCH}"),
     ("  at half that: p99 (ms)", results.get("lat_default_batch_p99_ms"), "info", lambda v: True, ""),
     ("  at half that: p99.9 (ms)", results.get("lat_default_batch_p999_ms"), "info", lambda v: True, ""),
