@@ -141,6 +141,52 @@ mod tests {
     }
 
     #[test]
+    fn a_full_sticky_batch_moves_the_record_that_overflows_it() {
+        // Kafka's sticky partitioner (KIP-480): the record that does not fit starts the next
+        // partition's batch. Left in a fresh batch of the old partition, it would wait out
+        // linger alone (a minute here, so every batch would be cut by `close`).
+        let broker = fake(3, None);
+        let addr = broker.addr.clone();
+        let (placed, sizes) = block_on(move || async move {
+            let cluster = Cluster::connect(ClientConfig::new(&addr)).await.unwrap();
+            let sizes = Rc::new(RefCell::new(Vec::new()));
+            let s = sizes.clone();
+            let cfg = ProducerConfig {
+                batch_bytes: 1000,
+                linger: std::time::Duration::from_secs(60),
+                ..Default::default()
+            };
+            let on_ack: producer::AckCallback = Rc::new(move |b: &BatchAck<'_>| {
+                assert!(b.error.is_none(), "{:?}", b.error);
+                s.borrow_mut().push(b.record_count);
+            });
+            let p = Producer::new(cluster, "t", cfg, on_ack).await.unwrap();
+            let mut placed = Vec::new();
+            for i in 0..30u64 {
+                placed.push(
+                    p.send(None, None, Some(&[b'v'; 90]), &[], 0, i)
+                        .await
+                        .unwrap(),
+                );
+            }
+            p.close().await.unwrap();
+            (placed, sizes.borrow().clone())
+        })
+        .unwrap();
+        // About 9 records of 100 bytes fill 1000 bytes with the header: runs of full batches,
+        // each on the next partition.
+        let first_run = placed.iter().take_while(|&&p| p == placed[0]).count();
+        assert!(
+            (8..=10).contains(&first_run),
+            "first run {first_run}: {placed:?}"
+        );
+        assert_eq!(placed[first_run], (placed[0] + 1) % 3, "{placed:?}");
+        let singles = sizes.iter().filter(|&&n| n == 1).count();
+        assert_eq!(singles, 0, "one-record batches left behind: {sizes:?}");
+        assert_eq!(sizes.iter().sum::<i32>(), 30);
+    }
+
+    #[test]
     fn failed_batches_are_reported_as_errors_not_acks() {
         // Every 3rd batch fails with NOT_LEADER_OR_FOLLOWER.
         let broker = fake(1, Some((3, 6)));

@@ -262,6 +262,7 @@ impl Producer {
         }
         let size = BatchBuilder::record_size(key, value, headers);
         let n = self.partition_count();
+        let partition_arg_none = partition.is_none();
         let partition = match partition {
             Some(p) if (0..n).contains(&p) => p,
             Some(p) => {
@@ -273,12 +274,33 @@ impl Producer {
             }
             None => self.partitioner.borrow().partition(key, n),
         };
+        let sticky = partition_arg_none && key.is_none();
         // Bytes are released when the batch is acknowledged or fails.
         let units = size.min(self.cfg.max_buffer_bytes) as u64;
         self.buffer
             .acquire(units)
             .await
             .map_err(|_| ClientError::Closed("producer".into()))?;
+        let mut partition = partition;
+        if sticky {
+            // As Kafka's sticky partitioner (KIP-480): when this record would overflow the
+            // sticky partition's batch, the batch is sealed and the sticky partition moves on
+            // before the record is placed. Placing it first would leave a one-record batch
+            // behind that waits out `linger` (5 ms on every batch, measured as latency).
+            let full = {
+                let parts = self.partitions.borrow();
+                let b = &parts[partition as usize].builder;
+                !b.is_empty() && b.size_bytes() + size > self.cfg.batch_bytes
+            };
+            if full {
+                let batch = seal(
+                    partition,
+                    &mut self.partitions.borrow_mut()[partition as usize],
+                )?;
+                self.enqueue(batch);
+                partition = self.partitioner.borrow().partition(None, n);
+            }
+        }
         let mut sealed = Vec::new();
         {
             let mut parts = self.partitions.borrow_mut();
