@@ -142,11 +142,12 @@ try:
     seq = [0]
     def topic():
         # Each run's topic is deleted once the next one is asked for, so the data directory
-        # holds at most a couple of runs (a full check writes tens of GB in total).
+        # holds one run at a time (a full check writes tens of GB in total; a flat-out
+        # producer writes about 15 GB in the 6 s of the tail-while-producing run).
         # The broker deletes a deleted topic's files in the background; wait for that, so a
         # run never pays for the previous run's deletion (freeing GBs costs the disk).
         if seq[0] > 0:
-            subprocess.run([G, "topics", "--bootstrap", B, "delete", f"check-{seq[0] - 1}"], capture_output=True, timeout=60)
+            subprocess.run([G, "topics", "--bootstrap", B, "delete", f"check-{seq[0]}"], capture_output=True, timeout=60)
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline and any(n.endswith(".deleted") for n in os.listdir(data)):
                 time.sleep(0.2)
