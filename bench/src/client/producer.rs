@@ -262,7 +262,7 @@ impl Producer {
         }
         let size = BatchBuilder::record_size(key, value, headers);
         let n = self.partition_count();
-        let partition_arg_none = partition.is_none();
+        let sticky = partition.is_none() && key.is_none();
         let partition = match partition {
             Some(p) if (0..n).contains(&p) => p,
             Some(p) => {
@@ -274,7 +274,6 @@ impl Producer {
             }
             None => self.partitioner.borrow().partition(key, n),
         };
-        let sticky = partition_arg_none && key.is_none();
         // Bytes are released when the batch is acknowledged or fails.
         let units = size.min(self.cfg.max_buffer_bytes) as u64;
         self.buffer
@@ -287,11 +286,7 @@ impl Producer {
             // sticky partition's batch, the batch is sealed and the sticky partition moves on
             // before the record is placed. Placing it first would leave a one-record batch
             // behind that waits out `linger` (5 ms on every batch, measured as latency).
-            let full = {
-                let parts = self.partitions.borrow();
-                let b = &parts[partition as usize].builder;
-                !b.is_empty() && b.size_bytes() + size > self.cfg.batch_bytes
-            };
+            let full = self.overflows(&self.partitions.borrow()[partition as usize], size);
             if full {
                 let batch = seal(
                     partition,
@@ -305,7 +300,7 @@ impl Producer {
         {
             let mut parts = self.partitions.borrow_mut();
             let st = &mut parts[partition as usize];
-            if !st.builder.is_empty() && st.builder.size_bytes() + size > self.cfg.batch_bytes {
+            if self.overflows(st, size) {
                 sealed.push(seal(partition, st)?);
             }
             if st.builder.is_empty() {
@@ -323,6 +318,11 @@ impl Producer {
             self.enqueue(b);
         }
         Ok(partition)
+    }
+
+    /// Whether a record of `size` bytes would overflow the partition's open batch.
+    fn overflows(&self, st: &PartitionState, size: usize) -> bool {
+        !st.builder.is_empty() && st.builder.size_bytes() + size > self.cfg.batch_bytes
     }
 
     /// Batches sealed so far. A caller that reuses one clock reading for several records can
