@@ -179,6 +179,17 @@ impl Summary {
     }
 }
 
+impl Series {
+    /// One sample: the rates of the interval ending `since_start`, and the worst latency
+    /// recorded in it (taken from `progress`).
+    fn push(&mut self, since_start: Duration, rps: f64, mbps: f64, progress: &Progress) {
+        self.t_sec.push(since_start.as_secs_f64());
+        self.records_per_sec.push(rps);
+        self.mb_per_sec.push(mbps);
+        self.latency_max_ms.push(take_latency_max_ms(progress));
+    }
+}
+
 /// The highest latency recorded since the last call, in ms.
 fn take_latency_max_ms(progress: &Progress) -> f64 {
     progress.latency_max_us.swap(0, Ordering::Relaxed) as f64 / 1000.0
@@ -224,10 +235,7 @@ pub fn sample_until_done(
             let dt = now.duration_since(last_t).as_secs_f64();
             let rps = (r - last_r) as f64 / dt;
             let mbps = (b - last_b) as f64 / 1e6 / dt;
-            series.t_sec.push(now.duration_since(start).as_secs_f64());
-            series.records_per_sec.push(rps);
-            series.mb_per_sec.push(mbps);
-            series.latency_max_ms.push(take_latency_max_ms(progress));
+            series.push(now.duration_since(start), rps, mbps, progress);
             bar.set_message(format!(
                 "{rps:.0} rec/s {mbps:.1} MB/s, {} errors",
                 progress.errors.load(Ordering::Relaxed)
@@ -242,10 +250,8 @@ pub fn sample_until_done(
     if dt > 0.05 {
         let r = progress.records.load(Ordering::Relaxed);
         let b = progress.bytes.load(Ordering::Relaxed);
-        series.t_sec.push(now.duration_since(start).as_secs_f64());
-        series.records_per_sec.push((r - last_r) as f64 / dt);
-        series.mb_per_sec.push((b - last_b) as f64 / 1e6 / dt);
-        series.latency_max_ms.push(take_latency_max_ms(progress));
+        let (rps, mbps) = ((r - last_r) as f64 / dt, (b - last_b) as f64 / 1e6 / dt);
+        series.push(now.duration_since(start), rps, mbps, progress);
     }
     bar.finish_and_clear();
     series
