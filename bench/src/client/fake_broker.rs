@@ -39,6 +39,8 @@ pub struct FakeConfig {
     /// Highest ApiVersions version understood (older brokers); higher requests get
     /// UNSUPPORTED_VERSION in a v0 body, as KIP-511 specifies.
     pub api_versions_max: Option<i16>,
+    /// Answer each Metadata request only after this long (slow client setup).
+    pub metadata_delay_ms: u64,
 }
 
 #[derive(Default)]
@@ -139,6 +141,7 @@ fn serve(mut s: TcpStream, cfg: &FakeConfig, st: &Mutex<State>, addr: &str) {
                 }
             }
             ApiKey::Metadata => {
+                std::thread::sleep(std::time::Duration::from_millis(cfg.metadata_delay_ms));
                 let req = MetadataRequest::decode(&mut buf, version).unwrap();
                 let mut r = MetadataResponse::default();
                 let (host, port) = addr.rsplit_once(':').unwrap();

@@ -89,6 +89,10 @@ pub struct ProduceResult {
     pub first_error: Option<String>,
     /// Acknowledged sequences per producer id (e2e only).
     pub acked: Vec<(u32, BitSet)>,
+    /// When the first producer was connected and about to send its first record. Throughput
+    /// is measured from here (or from the end of warm-up, if later): client setup is not the
+    /// broker's rate, and Kafka's perf tools leave it out too.
+    pub ready_at: Option<Instant>,
 }
 
 impl ProduceResult {
@@ -100,6 +104,7 @@ impl ProduceResult {
             errors: 0,
             first_error: None,
             acked: Vec::new(),
+            ready_at: None,
         }
     }
 
@@ -113,6 +118,7 @@ impl ProduceResult {
             self.first_error = o.first_error;
         }
         self.acked.extend(o.acked);
+        self.ready_at = min_opt(self.ready_at, o.ready_at);
     }
 }
 
@@ -381,6 +387,10 @@ async fn producer_task(
     );
     let mut key_buf = [0u8; 32];
     let start = Instant::now();
+    {
+        let mut r = result.borrow_mut();
+        r.ready_at = min_opt(r.ready_at, Some(start));
+    }
     // Record timestamps (ms since the Unix epoch) follow the monotonic clock from one wall
     // reading, so a record costs no second clock read.
     let start_wall_ms = wall_ms();
@@ -514,6 +524,9 @@ pub struct ConsumeResult {
     pub records_total: u64,
     /// Verification state (e2e).
     pub check: ReceiveCheck,
+    /// When the first consumer had its partitions assigned and was about to fetch (see
+    /// [`ProduceResult::ready_at`]).
+    pub ready_at: Option<Instant>,
     /// When the first and last record arrived.
     pub first_at: Option<Instant>,
     /// Last record arrival.
@@ -557,6 +570,7 @@ pub fn run_consumers(
                         t.bytes += r.bytes;
                         t.records_total += r.records_total;
                         merge_check(&mut t.check, r.check);
+                        t.ready_at = min_opt(t.ready_at, r.ready_at);
                         t.first_at = min_opt(t.first_at, r.first_at);
                         t.last_at = t.last_at.max(r.last_at);
                         t
@@ -614,10 +628,12 @@ async fn consumer_task(
         bytes: 0,
         records_total: 0,
         check: ReceiveCheck::default(),
+        ready_at: None,
         first_at: None,
         last_at: None,
     };
     let start = Instant::now();
+    r.ready_at = Some(start);
     let deadline = spec.duration.map(|d| start + d);
     let mut last_progress = Instant::now();
     loop {
