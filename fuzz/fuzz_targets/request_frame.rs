@@ -66,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
                         broker.config.clone(),
                         None,
                         MetadataImage::fresh(),
+                        gregor_net::balance::ConnectionCounts::new(1),
                     ))
                 })
                 .clone();

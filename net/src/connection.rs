@@ -3,6 +3,7 @@
 //! have at most one request in flight here (pipelined requests wait in the socket buffer).
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
@@ -12,7 +13,8 @@ use glommio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 
-use crate::cores::CoreContext;
+use crate::balance::ConnectionSlot;
+use crate::cores::{CoreContext, CoreRequest};
 use crate::framing::{FrameError, read_frame_body, read_frame_len, write_frame, write_frame_parts};
 use crate::handlers::{self, Reply, RequestError};
 
@@ -28,8 +30,39 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Serves one connection until the peer closes it, it misbehaves, or the core drains.
-pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr) {
+/// Serves a connection that another core handed over (see `balance.rs`). A draining core
+/// closes it instead: the client reconnects, as to any broker going away.
+pub fn adopt(ctx: &Rc<CoreContext>, socket: OwnedFd, peer: SocketAddr, slot: ConnectionSlot) {
+    if ctx.draining.get() {
+        return;
+    }
+    // SAFETY: `socket` is a connected TCP socket whose only owner is this `OwnedFd` (the
+    // other core duplicated it and closed its own descriptor); ownership moves into the
+    // stream, which closes it.
+    let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    glommio::spawn_local(serve(ctx.clone(), stream, peer, Some(slot))).detach();
+}
+
+/// Whether a request moves records (Produce, Fetch): what makes a connection count when
+/// spreading connections over the cores.
+fn carries_data(body: &Bytes) -> bool {
+    let key = body.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
+    key == Some(ApiKey::Produce as i16) || key == Some(ApiKey::Fetch as i16)
+}
+
+/// Serves one connection until the peer closes it, it misbehaves, the core drains, or it
+/// moves to another core. `slot` is its place among the data connections (see `balance.rs`):
+/// `None` until its first Produce or Fetch has been answered; then it is placed on the core
+/// with the fewest data connections, and if that is another core the socket moves there, at
+/// that request boundary (pipelined requests wait in the socket for the new core).
+pub async fn serve(
+    ctx: Rc<CoreContext>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    slot: Option<ConnectionSlot>,
+) {
+    debug_assert!(slot.as_ref().is_none_or(|s| s.core() == ctx.core_id));
+    let mut slot = slot;
     ctx.open_connections.set(ctx.open_connections.get() + 1);
     let _guard = ConnectionGuard(ctx.clone());
     let max_bytes = ctx.config.socket_request_max_bytes;
@@ -72,9 +105,16 @@ pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr
                 break;
             }
         };
+        let place_after = slot.is_none() && carries_data(&body);
         let reply = AssertUnwindSafe(handle_frame(&ctx, body, peer))
             .catch_unwind()
             .await;
+        // Counted on its core before the client sees the answer, so its next connection is
+        // placed knowing about this one.
+        let placed = (place_after && !ctx.draining.get()).then(|| {
+            ctx.connections
+                .claim(ctx.connections.least_loaded(ctx.core_id))
+        });
         match reply {
             Ok(Ok(Reply::Frame(frame))) => {
                 if let Err(e) = write_frame(&mut stream, &frame).await {
@@ -102,11 +142,55 @@ pub async fn serve(ctx: Rc<CoreContext>, mut stream: TcpStream, peer: SocketAddr
                 break;
             }
         }
+        if let Some(placed) = placed {
+            if placed.core() == ctx.core_id {
+                slot = Some(placed);
+                continue;
+            }
+            match duplicate(&stream) {
+                Ok(socket) => {
+                    hand_over(&ctx, socket, peer, placed);
+                    // This core's descriptor closes with `stream`; the socket lives on.
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "cannot move a connection; serving it here");
+                    drop(placed);
+                    slot = Some(ctx.connections.claim(ctx.core_id));
+                }
+            }
+        }
     }
     if ctx.draining.get() {
         close_gracefully(&mut stream).await;
     }
     tracing::debug!(%peer, core = ctx.core_id, "connection closed");
+}
+
+/// A second descriptor of the connection's socket, to move it to another core.
+fn duplicate(stream: &TcpStream) -> std::io::Result<OwnedFd> {
+    // SAFETY: `stream` keeps its descriptor open for the duration of the call.
+    let dup = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `dup` is a fresh descriptor (checked above) that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+/// Sends a connection's socket to the core `slot` counts it on, which serves it from its next
+/// request. If that core is gone (shutting down), the socket is closed and the client
+/// reconnects.
+fn hand_over(ctx: &Rc<CoreContext>, socket: OwnedFd, peer: SocketAddr, slot: ConnectionSlot) {
+    let target = slot.core();
+    let ctx = ctx.clone();
+    glommio::spawn_local(async move {
+        let request = CoreRequest::Adopt { socket, peer, slot };
+        if ctx.call(target, request).await.is_err() {
+            tracing::debug!(core = target, %peer, "core gone; connection closed");
+        }
+    })
+    .detach();
 }
 
 /// How long a connection closed by a shutdown waits for the client to close its side.

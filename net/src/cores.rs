@@ -263,6 +263,15 @@ pub enum CoreRequest {
     Apply(MetadataChange),
     /// Consumer group work, for the group's owner core.
     Group(crate::group::rpc::GroupRequest),
+    /// Serve a client connection another core accepted (see `balance.rs`).
+    Adopt {
+        /// The connected socket.
+        socket: std::os::fd::OwnedFd,
+        /// The client's address.
+        peer: std::net::SocketAddr,
+        /// Its place in the connection counts, already on this core.
+        slot: crate::balance::ConnectionSlot,
+    },
 }
 
 /// Answers to [`CoreRequest`]s, variant for variant.
@@ -284,6 +293,8 @@ pub enum CoreReply {
     Applied,
     /// To `Group`.
     Group(crate::group::rpc::GroupReply),
+    /// To `Adopt`.
+    Adopted,
 }
 
 /// A request in flight between cores.
@@ -324,6 +335,8 @@ pub struct CoreContext {
     pub drain_signal: LocalNotify,
     /// Open connections on this core.
     pub open_connections: Cell<usize>,
+    /// Open connections on every core, for placing new ones (see `balance.rs`).
+    pub connections: Arc<crate::balance::ConnectionCounts>,
     /// Notified when a connection closes.
     pub connection_closed: LocalNotify,
     /// The consumer groups this core coordinates.
@@ -346,6 +359,7 @@ impl CoreContext {
         config: Arc<BrokerConfig>,
         mesh: Option<Senders<Envelope>>,
         metadata: MetadataImage,
+        connections: Arc<crate::balance::ConnectionCounts>,
     ) -> Self {
         let groups = crate::group::runtime::GroupRuntime::for_core(&config, &metadata);
         let registry = PartitionRegistry::new(config.tail_cache_bytes_per_core);
@@ -363,6 +377,7 @@ impl CoreContext {
             draining: Cell::new(false),
             drain_signal: LocalNotify::new(),
             open_connections: Cell::new(0),
+            connections,
             connection_closed: LocalNotify::new(),
             producer_ids_issued: Cell::new(0),
             producer_id_base: std::time::SystemTime::now()

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod balance;
 pub mod config;
 pub mod connection;
 pub mod cores;

@@ -76,12 +76,18 @@ pub struct ServerHandle {
     controls: Vec<ControlSender>,
     acks: std::sync::mpsc::Receiver<usize>,
     threads: Vec<JoinHandle<()>>,
+    connections: Arc<crate::balance::ConnectionCounts>,
 }
 
 impl ServerHandle {
     /// The address the broker listens on (with the real port if 0 was configured).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Client connections that carry data (have sent a Produce or Fetch) per core.
+    pub fn data_connections_per_core(&self) -> Vec<usize> {
+        self.connections.per_core()
     }
 
     /// Clean shutdown: stop accepting, finish in-flight requests, close every partition log.
@@ -167,6 +173,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
     let (ack_tx, acks) = std::sync::mpsc::channel::<usize>();
     let mut controls = Vec::with_capacity(cores);
     let mut threads = Vec::with_capacity(cores);
+    let connections = crate::balance::ConnectionCounts::new(cores);
     for (core, fd) in fds.into_iter().enumerate() {
         let (control_tx, control_rx) = futures_channel::mpsc::unbounded();
         controls.push(control_tx);
@@ -180,6 +187,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
         let image = image.clone();
         let ready_tx = ready_tx.clone();
         let ack_tx = ack_tx.clone();
+        let connections = connections.clone();
         let raw_fd = fd.into_raw_fd();
         let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("gregor-core-{core}"))
@@ -192,6 +200,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
                     mesh,
                     image,
                     listener_fd: raw_fd,
+                    connections,
                     control: control_rx,
                     ready: ready_tx.clone(),
                     ack: ack_tx,
@@ -242,6 +251,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
         controls,
         acks,
         threads,
+        connections,
     })
 }
 
@@ -272,6 +282,7 @@ struct CoreSetup {
     mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
     image: MetadataImage,
     listener_fd: RawFd,
+    connections: Arc<crate::balance::ConnectionCounts>,
     control: ControlReceiver,
     ready: std::sync::mpsc::Sender<Result<usize, String>>,
     ack: std::sync::mpsc::Sender<usize>,
@@ -285,6 +296,7 @@ async fn core_main(setup: CoreSetup) -> Result<(), String> {
         mesh,
         image,
         listener_fd,
+        connections,
         mut control,
         ready,
         ack,
@@ -296,7 +308,14 @@ async fn core_main(setup: CoreSetup) -> Result<(), String> {
         .join()
         .await
         .map_err(|e| format!("cannot join core mesh: {e}"))?;
-    let ctx = Rc::new(CoreContext::new(core, cores, config, Some(senders), image));
+    let ctx = Rc::new(CoreContext::new(
+        core,
+        cores,
+        config,
+        Some(senders),
+        image,
+        connections,
+    ));
     for (_peer, receiver) in receivers.streams() {
         glommio::spawn_local(crate::service::serve_peer(ctx.clone(), receiver)).detach();
     }
@@ -373,7 +392,8 @@ async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
                 let peer = stream
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                glommio::spawn_local(crate::connection::serve(ctx.clone(), stream, peer)).detach();
+                glommio::spawn_local(crate::connection::serve(ctx.clone(), stream, peer, None))
+                    .detach();
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

@@ -35,6 +35,10 @@ pub async fn serve(ctx: Rc<CoreContext>, request: CoreRequest) -> CoreReply {
             admin::apply_change(&ctx, &change).await;
             CoreReply::Applied
         }
+        CoreRequest::Adopt { socket, peer, slot } => {
+            crate::connection::adopt(&ctx, socket, peer, slot);
+            CoreReply::Adopted
+        }
     }
 }
 

@@ -58,6 +58,68 @@ fn api_versions_all_versions_and_unknown_version_fallback() {
     assert_eq!(r.error_code, 0);
 }
 
+/// Connections that carry data are spread evenly over the cores, whichever core's listener
+/// the kernel picked, and idle connections beside them (as clients keep their bootstrap
+/// connection) do not skew it; a connection moved to another core keeps working.
+#[test]
+fn data_connections_spread_evenly_over_the_cores() {
+    let broker = Broker::start(&[]);
+    let handle = broker.handle.as_ref().unwrap();
+    let mut admin = broker.client();
+    assert_eq!(admin.create_topic("spread", 2).topics[0].error_code, 0);
+    let id = topic_id(&admin.metadata(Some(vec!["spread"]), false), "spread");
+    let mut idle: Vec<Client> = Vec::new();
+    let mut busy: Vec<Client> = Vec::new();
+    for i in 0..8 {
+        // Like a client: a bootstrap connection that only asks for metadata, then the one
+        // that produces.
+        let mut bootstrap = broker.client();
+        bootstrap.metadata(Some(vec!["spread"]), false);
+        idle.push(bootstrap);
+        let mut c = broker.client();
+        let value = format!("v{i}");
+        let b = batch(&[("k", &value, now_ms())], Compression::None);
+        assert_eq!(c.produce("spread", (i % 2) as i32, b, 1).0, 0);
+        busy.push(c);
+        // Placed once the Produce is answered, before the next connection is made.
+        let counts = handle.data_connections_per_core();
+        assert_eq!(counts.iter().sum::<usize>(), i + 1, "{counts:?}");
+        assert!(
+            counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1,
+            "{counts:?} after {} producers",
+            i + 1
+        );
+    }
+    assert_eq!(handle.data_connections_per_core(), vec![4, 4]);
+    // Every connection, moved or not, goes on working: each produces again and reads back
+    // both partitions.
+    for (i, c) in busy.iter_mut().enumerate() {
+        let value = format!("w{i}");
+        let b = batch(&[("k", &value, now_ms())], Compression::None);
+        assert_eq!(c.produce("spread", (i % 2) as i32, b, 1).0, 0);
+    }
+    for c in busy.iter_mut() {
+        let mut values: Vec<String> = Vec::new();
+        for p in 0..2 {
+            let data = c.fetch(13, "spread", id, p, 0, 100, 1);
+            assert_eq!(data.error_code, 0);
+            values.extend(decode(&data.records).into_iter().map(|r| r.2));
+        }
+        assert_eq!(values.len(), 16, "{values:?}");
+    }
+    // Closed connections free their places.
+    drop(busy.drain(4..));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while handle.data_connections_per_core().iter().sum::<usize>() != 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            handle.data_connections_per_core()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn create_produce_fetch_round_trip_across_cores() {
     let broker = Broker::start(&[]);
