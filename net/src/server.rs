@@ -127,6 +127,7 @@ impl ServerHandle {
 
 /// Starts the broker; returns once every core listens.
 pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
+    crate::alloc::tune_system_allocator();
     let mut config = config;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
