@@ -31,11 +31,8 @@ impl Drop for ConnectionGuard {
 }
 
 /// Serves a connection that another core handed over (see `balance.rs`). A draining core
-/// closes it instead: the client reconnects, as to any broker going away.
+/// closes it as it closes its own: gracefully, without reading another request.
 pub fn adopt(ctx: &Rc<CoreContext>, socket: OwnedFd, peer: SocketAddr, slot: ConnectionSlot) {
-    if ctx.draining.get() {
-        return;
-    }
     // SAFETY: `socket` is a connected TCP socket whose only owner is this `OwnedFd` (the
     // other core duplicated it and closed its own descriptor); ownership moves into the
     // stream, which closes it.

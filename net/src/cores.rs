@@ -263,7 +263,7 @@ pub enum CoreRequest {
     Apply(MetadataChange),
     /// Consumer group work, for the group's owner core.
     Group(crate::group::rpc::GroupRequest),
-    /// Serve a client connection another core accepted (see `balance.rs`).
+    /// Serve a client connection another core served until now (see `balance.rs`).
     Adopt {
         /// The connected socket.
         socket: std::os::fd::OwnedFd,
@@ -335,7 +335,7 @@ pub struct CoreContext {
     pub drain_signal: LocalNotify,
     /// Open connections on this core.
     pub open_connections: Cell<usize>,
-    /// Open connections on every core, for placing new ones (see `balance.rs`).
+    /// Data connections on every core, for placing each on the least loaded (`balance.rs`).
     pub connections: Arc<crate::balance::ConnectionCounts>,
     /// Notified when a connection closes.
     pub connection_closed: LocalNotify,
