@@ -31,14 +31,6 @@ impl ConnectionCounts {
         })
     }
 
-    /// Data connections on every core together.
-    pub fn total(&self) -> usize {
-        self.per_core
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
-    }
-
     /// Data connections per core.
     pub fn per_core(&self) -> Vec<usize> {
         self.per_core
@@ -106,7 +98,6 @@ mod tests {
             vec![0, 1, 0, 1],
             "a tie keeps the connection where it is"
         );
-        assert_eq!(counts.total(), 4);
         drop(slots);
         assert_eq!(counts.per_core(), vec![0, 0]);
     }
