@@ -343,7 +343,11 @@ impl Segment {
                 && rebuilt
                 && (segment.zeros_at(valid_end, file_bytes).await
                     || segment.older_batch_at(valid_end).await);
-            if !expected {
+            if expected {
+                // Named all the same: zeros from a batch boundary on are also what a damaged
+                // tail can look like, and a cut that drops data must never be silent.
+                tracing::info!(segment = %segment.log_path.display(), valid_end, file_bytes, "cutting the tail after an unclean shutdown: only zeros or older batches past the last valid batch");
+            } else {
                 tracing::warn!(segment = %segment.log_path.display(), valid_end, file_bytes, "truncating invalid tail");
             }
             segment.file.truncate(valid_end).await?;
