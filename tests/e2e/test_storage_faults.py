@@ -12,6 +12,7 @@ as in Kafka, so damage there is not something recovery claims to catch.
 """
 
 import json
+import os
 import random
 import signal
 import struct
@@ -150,6 +151,14 @@ class Case:
             )
 
 
+def seeded_rng(what: str) -> random.Random:
+    """The damage is drawn at random: the seed is printed (pytest shows it beside a failure),
+    and GREGOR_FAULT_SEED=<seed> draws the same damage choices again."""
+    seed = int(os.environ.get("GREGOR_FAULT_SEED") or random.SystemRandom().randrange(1 << 32))
+    print(f"{what}: seed {seed} (replay with GREGOR_FAULT_SEED={seed})")
+    return random.Random(seed)
+
+
 def run_round(broker_factory, rng: random.Random, clean: bool, kinds, topics_per_round: int):
     broker = stable_port_broker(broker_factory, extra_args=["--set", "auto.create.topics.enable=false"])
     topics = [f"faults-{i}-{rng.randrange(1 << 30):x}" for i in range(topics_per_round)]
@@ -192,7 +201,7 @@ def run_round(broker_factory, rng: random.Random, clean: bool, kinds, topics_per
 
 @pytest.mark.parametrize("clean", [False, True], ids=["after-crash", "after-clean-shutdown"])
 def test_damaged_segment_tails(broker_factory, clean, long_runs):
-    rng = random.Random()
+    rng = seeded_rng("segment tails")
     for _ in range(long_runs):
         run_round(broker_factory, rng, clean, ["log"], TOPICS_PER_ROUND)
 
@@ -200,7 +209,7 @@ def test_damaged_segment_tails(broker_factory, clean, long_runs):
 @pytest.mark.parametrize("clean", [False, True], ids=["after-crash", "after-clean-shutdown"])
 def test_damaged_indexes(broker_factory, clean, long_runs):
     """Indexes are hints: any damage to them may cost a rebuild, never a record."""
-    rng = random.Random()
+    rng = seeded_rng("indexes")
     for _ in range(long_runs):
         run_round(broker_factory, rng, clean, [".index", ".timeindex"], TOPICS_PER_ROUND)
 
@@ -257,7 +266,7 @@ def test_damaged_metadata_file_never_panics(broker_factory, long_runs):
     broker = metadata_broker(broker_factory)
     path = broker.data_dir / "__gregor_metadata.json"
     original = path.read_bytes()
-    rng = random.Random()
+    rng = seeded_rng("metadata file")
     outcomes = {"refused": 0, "started": 0}
     for i in range(60 * long_runs):
         mode = ["truncate", "zero", "flip", "garbage"][i % 4]
