@@ -148,6 +148,12 @@ pub struct FileRange {
     pub position: u64,
     /// Bytes in the range.
     pub len: usize,
+    /// Bytes right after the range that may be read into the page cache ahead of the next
+    /// read (the same consumer's next fetch, usually): whole or not, they are data of this
+    /// segment that O_DIRECT appends will not rewrite. The engine does not read them itself;
+    /// the sender decides when, off its hot path. Page cache, not process memory: the kernel
+    /// evicts what nobody reads.
+    pub read_ahead_bytes: usize,
 }
 
 /// Record data of a [`Log::read_for_send`]: in memory, or a file range.
@@ -201,6 +207,11 @@ pub struct SendRead {
 /// segment's write position: the buffered descriptor's readahead (up to `read_ahead_kb`,
 /// 8 MiB here) must never cache a block that an O_DIRECT append is about to rewrite.
 const SEND_FILE_MARGIN_BYTES: u64 = 16 << 20;
+
+/// How much of the file after a cold range handed out for sending may be read ahead
+/// ([`FileRange::read_ahead_bytes`]). A consumer catching up asks for the next range only
+/// once this one is sent, and reading the range alone left the disk idle in between.
+const COLD_READ_AHEAD_BYTES: u64 = 4 << 20;
 
 /// A Kafka partition log stored as a directory of segments.
 ///
@@ -779,10 +790,14 @@ impl Log {
             len as i64,
             nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
         );
+        // Within what may be sent from the file (`SEND_FILE_MARGIN_BYTES`): a buffered read
+        // past it could cache a block that an append is about to rewrite.
+        let read_ahead_end = sendable_end.min(cut + COLD_READ_AHEAD_BYTES).max(cut);
         Ok(Some(SendData::File(FileRange {
             file,
             position,
             len,
+            read_ahead_bytes: (read_ahead_end - cut) as usize,
         })))
     }
 

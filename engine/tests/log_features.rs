@@ -638,6 +638,94 @@ async fn read_for_send_ranges(backend: BackendKind, dir: PathBuf) {
 
 both_backends!(read_for_send_ranges);
 
+/// A cold range handed out for sending offers the data after it for reading ahead: 4 MiB
+/// while the segment has that much more to send, and never past what may be sent from the
+/// file (with the Dma backend, the active segment's last 16 MiB may still be rewritten).
+async fn cold_send_offers_read_ahead(backend: BackendKind, dir: PathBuf) {
+    use gregor_engine::SendData;
+    use gregor_engine::batch::{SimpleRecord, encode_batch};
+    use std::collections::HashMap;
+    use std::os::unix::fs::FileExt;
+    let config = LogConfig {
+        segment_bytes: 32 << 20,
+        index_interval_bytes: 4096,
+        tail_cache_bytes: 64 << 10,
+        ..LogConfig::default()
+    };
+    let log = Log::open(&dir, config, backend).await.unwrap();
+    // 64 KiB batches, 56 MiB: a closed segment of 32 MiB, then an active one of 24 MiB.
+    let value = vec![7u8; 64 << 10];
+    for i in 0..896 {
+        let records = [SimpleRecord {
+            timestamp_ms: i,
+            key: None,
+            value: Some(&value),
+        }];
+        log.append(Bytes::from(encode_batch(&records)), 0, 1000)
+            .await
+            .unwrap();
+    }
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    // Every range sent from a file, with the file's identity.
+    let mut ranges = Vec::new();
+    let mut offset = 0;
+    while offset < end {
+        let sent = log.read_for_send(offset, 1 << 20, end).await.unwrap();
+        let bytes = match &sent.data {
+            SendData::Memory(b) => b.clone(),
+            SendData::Pieces(pieces) => Bytes::from(pieces.concat()),
+            SendData::File(range) => {
+                let mut buf = vec![0u8; range.len];
+                range.file.read_exact_at(&mut buf, range.position).unwrap();
+                ranges.push(range.clone());
+                Bytes::from(buf)
+            }
+        };
+        let (header, _) = BatchIter::new(&bytes).last().expect("a batch");
+        offset = header.base_offset.get() + header.last_offset_delta.get() as i64 + 1;
+    }
+    // Where the file ranges of each file end: as far as the file may be sent from.
+    let mut sent_end: HashMap<*const std::fs::File, u64> = HashMap::new();
+    for r in &ranges {
+        let e = sent_end.entry(std::sync::Arc::as_ptr(&r.file)).or_default();
+        *e = (*e).max(r.position + r.len as u64);
+    }
+    let files = sent_end.len();
+    assert_eq!(files, 2, "both segments send from their files");
+    // The sendable end lies inside the batch after the last one sent.
+    let batch_bytes = encode_batch(&[SimpleRecord {
+        timestamp_ms: 0,
+        key: None,
+        value: Some(&value),
+    }])
+    .len() as u64;
+    let mut full = 0;
+    for r in &ranges {
+        let sent = sent_end[&std::sync::Arc::as_ptr(&r.file)];
+        let after = r.position + r.len as u64;
+        let ahead_end = after + r.read_ahead_bytes as u64;
+        assert!(
+            ahead_end < sent + batch_bytes,
+            "read ahead of [{}, {after}) ends at {ahead_end}, past the sendable data ({sent})",
+            r.position,
+        );
+        if after + (4 << 20) <= sent {
+            assert_eq!(r.read_ahead_bytes, 4 << 20, "at {}", r.position);
+            full += 1;
+        } else {
+            assert!(
+                ahead_end >= sent,
+                "read ahead of [{}, {after}) stops short",
+                r.position
+            );
+        }
+    }
+    assert!(full > 20, "only {full} ranges with a full read-ahead");
+}
+
+both_backends!(cold_send_offers_read_ahead);
+
 /// A batch with `n` records of `value_bytes` each.
 fn big_batch(n: usize, value_bytes: usize, ts: i64) -> Vec<u8> {
     use gregor_engine::batch::{SimpleRecord, encode_batch};

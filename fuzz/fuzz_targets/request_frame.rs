@@ -67,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
                         None,
                         MetadataImage::fresh(),
                         gregor_net::balance::ConnectionCounts::new(1),
+                        gregor_net::disk_activity::AppendActivity::new(),
                     ))
                 })
                 .clone();

@@ -120,7 +120,11 @@ pub async fn serve(
                 }
             }
             Ok(Ok(Reply::Parts(parts))) => {
-                if let Err(e) = write_frame_parts(&mut stream, &parts).await {
+                // Only while no producer writes: reads queued ahead delay every append.
+                let read_ahead = ctx
+                    .appends
+                    .quiet_for(crate::disk_activity::READ_AHEAD_QUIET_MS);
+                if let Err(e) = write_frame_parts(&mut stream, &parts, read_ahead).await {
                     tracing::debug!(%peer, error = %e, "write failed");
                     break;
                 }

@@ -337,6 +337,8 @@ pub struct CoreContext {
     pub open_connections: Cell<usize>,
     /// Data connections on every core, for placing each on the least loaded (`balance.rs`).
     pub connections: Arc<crate::balance::ConnectionCounts>,
+    /// When any core last appended (whether cold reads may be read ahead, `disk_activity.rs`).
+    pub appends: Arc<crate::disk_activity::AppendActivity>,
     /// Notified when a connection closes.
     pub connection_closed: LocalNotify,
     /// The consumer groups this core coordinates.
@@ -360,6 +362,7 @@ impl CoreContext {
         mesh: Option<Senders<Envelope>>,
         metadata: MetadataImage,
         connections: Arc<crate::balance::ConnectionCounts>,
+        appends: Arc<crate::disk_activity::AppendActivity>,
     ) -> Self {
         let groups = crate::group::runtime::GroupRuntime::for_core(&config, &metadata);
         let registry = PartitionRegistry::new(config.tail_cache_bytes_per_core);
@@ -378,6 +381,7 @@ impl CoreContext {
             drain_signal: LocalNotify::new(),
             open_connections: Cell::new(0),
             connections,
+            appends,
             connection_closed: LocalNotify::new(),
             producer_ids_issued: Cell::new(0),
             producer_id_base: std::time::SystemTime::now()

@@ -110,15 +110,19 @@ pub async fn write_frame<S: AsyncWrite + Unpin>(
 /// socket allows: runs of memory parts with `sendmsg` and one iovec per part, file parts with
 /// `sendfile`. When the socket is full, the stream's own write (which waits for room) takes
 /// the rest of the current part (a file part through a bounded buffer).
+///
+/// `read_ahead`: whether file parts start reading the data that follows them
+/// ([`FileRange::read_ahead_bytes`]) for the next fetch.
 pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
     stream: &mut S,
     parts: &[Part],
+    read_ahead: bool,
 ) -> std::io::Result<()> {
     let mut i = 0;
     while i < parts.len() {
         match &parts[i] {
             Part::File(range) => {
-                send_file_range(stream, range).await?;
+                send_file_range(stream, range, read_ahead).await?;
                 i += 1;
             }
             Part::Memory(_) => {
@@ -201,7 +205,16 @@ const FILE_COPY_CHUNK_BYTES: usize = 256 << 10;
 async fn send_file_range<S: AsyncWrite + AsRawFd + Unpin>(
     stream: &mut S,
     range: &FileRange,
+    read_ahead: bool,
 ) -> std::io::Result<()> {
+    // What follows the range first, so the disk works on it while this range goes out.
+    if read_ahead {
+        crate::page_cache::read_ahead(
+            range.file.clone(),
+            range.position + range.len as u64,
+            range.read_ahead_bytes,
+        );
+    }
     if !crate::page_cache::is_resident(&range.file, range.position, range.len) {
         // Cold: sendfile would wait for the disk with the whole core; the core's blocking
         // thread waits instead (see `page_cache`).
@@ -334,6 +347,7 @@ mod tests {
                     file: file.clone(),
                     position,
                     len,
+                    read_ahead_bytes: 0,
                 }));
                 expected.extend_from_slice(&content[position as usize..position as usize + len]);
             } else {
@@ -363,7 +377,7 @@ mod tests {
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
                 let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
-                write_frame_parts(&mut stream, &parts).await.unwrap();
+                write_frame_parts(&mut stream, &parts, false).await.unwrap();
             })
             .unwrap()
             .join()

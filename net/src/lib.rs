@@ -15,6 +15,7 @@ pub mod balance;
 pub mod config;
 pub mod connection;
 pub mod cores;
+pub mod disk_activity;
 pub mod framing;
 pub mod group;
 pub mod handlers;

@@ -88,6 +88,7 @@ async fn append_part(
             None,
         );
     };
+    ctx.appends.note_append();
     match partition.log.append(records).await {
         Ok(outcome) => {
             partition.appended.notify_all();

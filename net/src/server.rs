@@ -175,6 +175,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
     let mut controls = Vec::with_capacity(cores);
     let mut threads = Vec::with_capacity(cores);
     let connections = crate::balance::ConnectionCounts::new(cores);
+    let appends = crate::disk_activity::AppendActivity::new();
     for (core, fd) in fds.into_iter().enumerate() {
         let (control_tx, control_rx) = futures_channel::mpsc::unbounded();
         controls.push(control_tx);
@@ -189,6 +190,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
         let ready_tx = ready_tx.clone();
         let ack_tx = ack_tx.clone();
         let connections = connections.clone();
+        let appends = appends.clone();
         let raw_fd = fd.into_raw_fd();
         let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("gregor-core-{core}"))
@@ -202,6 +204,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
                     image,
                     listener_fd: raw_fd,
                     connections,
+                    appends,
                     control: control_rx,
                     ready: ready_tx.clone(),
                     ack: ack_tx,
@@ -284,6 +287,7 @@ struct CoreSetup {
     image: MetadataImage,
     listener_fd: RawFd,
     connections: Arc<crate::balance::ConnectionCounts>,
+    appends: Arc<crate::disk_activity::AppendActivity>,
     control: ControlReceiver,
     ready: std::sync::mpsc::Sender<Result<usize, String>>,
     ack: std::sync::mpsc::Sender<usize>,
@@ -298,6 +302,7 @@ async fn core_main(setup: CoreSetup) -> Result<(), String> {
         image,
         listener_fd,
         connections,
+        appends,
         mut control,
         ready,
         ack,
@@ -316,6 +321,7 @@ async fn core_main(setup: CoreSetup) -> Result<(), String> {
         Some(senders),
         image,
         connections,
+        appends,
     ));
     for (_peer, receiver) in receivers.streams() {
         glommio::spawn_local(crate::service::serve_peer(ctx.clone(), receiver)).detach();

@@ -486,6 +486,7 @@ mod tests {
                     file: file.clone(),
                     position,
                     len,
+                    read_ahead_bytes: 0,
                 };
                 records.push(files.placeholder_for(range).unwrap());
                 expected_records.push(Bytes::copy_from_slice(
@@ -552,6 +553,7 @@ mod tests {
                 file: std::sync::Arc::new(file),
                 position: 0,
                 len: 4096,
+                read_ahead_bytes: 0,
             })
             .unwrap();
         let body = response(&[Bytes::from(vec![2u8; 10])]);
