@@ -1,12 +1,13 @@
 //! When any core last appended produced records, seen by every core.
 //!
 //! Why: reading ahead of a catch-up consumer (`page_cache::read_ahead`) keeps the disk busy
-//! between its fetches, and made a catch-up read 17-35% faster. But with acks=1 every append
-//! is a write the disk serves synchronously (it extends the file), and it waits behind every
-//! read the disk has queued: producers on the same broker saw their end-to-end p99 rise 2-5x
-//! during a catch-up with read-ahead (docs/BENCHMARKS.md, change 23). So cold ranges are read
-//! ahead only while no records have been appended for a while; otherwise the catch-up reads
-//! what it asks for, as before. The disk is shared by all cores, hence one clock for all.
+//! between its fetches (catch-up consume: median 2,450 against 2,100 MB/s in alternating
+//! runs, noisy; docs/BENCHMARKS.md, change 23). But with acks=1 every append is a write the
+//! disk serves synchronously (it extends the file), and it waits behind every read the disk
+//! has queued: producers on the same broker saw their end-to-end p99 rise 2-5x during a
+//! catch-up with read-ahead. So cold ranges are read ahead only while no records have been
+//! appended for a while; otherwise the catch-up reads what it asks for, as before. The disk
+//! is shared by all cores, hence one clock for all.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
