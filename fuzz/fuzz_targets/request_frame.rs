@@ -33,14 +33,9 @@ struct Broker {
     config: Arc<gregor_net::BrokerConfig>,
 }
 
-/// A temp directory in memory (`/dev/shm`) where there is one: the target checks request
-/// handling, not the disk, and on a busy disk one fdatasync (after large deletions, while the
-/// journal commit discards the freed blocks) took over 20 s and tripped libFuzzer's timeout.
-fn scratch_dir() -> tempfile::TempDir {
-    tempfile::tempdir_in("/dev/shm")
-        .or_else(|_| tempfile::tempdir())
-        .expect("temp dir")
-}
+#[path = "shared/scratch.rs"]
+mod scratch;
+use scratch::scratch_dir;
 
 thread_local! {
     static BROKER: Broker = {
