@@ -59,6 +59,18 @@ impl SharedBuf {
         }
     }
 
+    /// Memory this buffer keeps alive. A DMA buffer may come from glommio's registered
+    /// region (`io_memory`), a buddy allocator that hands out power-of-two blocks, so a
+    /// 260 KiB write holds 512 KiB there. Counting that (also for DMA buffers that came from
+    /// the heap, where it overstates) keeps the tail cache's budget a bound on the memory it
+    /// holds, and the cache within the region, so writes keep using registered buffers.
+    pub(crate) fn held_bytes(&self) -> usize {
+        match self {
+            SharedBuf::Heap(b) => b.len(),
+            SharedBuf::Dma(b) => b.len().next_power_of_two(),
+        }
+    }
+
     /// The whole buffer as `Bytes` any thread may hold, without a copy (see `lent.rs`). The
     /// buffer must never be written again.
     pub(crate) fn into_bytes(self) -> Bytes {

@@ -862,7 +862,8 @@ impl Segment {
             let data = Bytes::copy_from_slice(&shared.as_slice()[prefix_len..data_end]);
             (data, records_len)
         } else {
-            (shared.into_bytes().slice(prefix_len..data_end), alloc_len)
+            let held_bytes = shared.held_bytes();
+            (shared.into_bytes().slice(prefix_len..data_end), held_bytes)
         };
         cache
             .borrow_mut()

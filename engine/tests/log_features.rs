@@ -816,3 +816,56 @@ async fn tail_reads_reference_appended_buffers(backend: BackendKind, dir: PathBu
 }
 
 both_backends!(tail_reads_reference_appended_buffers);
+
+/// The tail cache charges each kept write buffer what it holds in memory. A Dma buffer may
+/// sit in glommio's registered region, a buddy allocator of power-of-two blocks, so a write of
+/// just over 256 KiB counts as 512 KiB there: a 1 MiB cache keeps the last two such writes.
+/// Heap buffers (Std backend) count their length, so the same cache keeps three.
+async fn tail_cache_charges_the_buffer_footprint(backend: BackendKind, dir: PathBuf) {
+    use gregor_engine::SendData;
+    use gregor_engine::batch::{SimpleRecord, encode_batch};
+    let config = LogConfig {
+        segment_bytes: 64 << 20,
+        tail_cache_bytes: 1 << 20,
+        ..LogConfig::default()
+    };
+    let log = Log::open(&dir, config, backend).await.unwrap();
+    let value = vec![3u8; (256 << 10) + 100];
+    let appends = 6;
+    for i in 0..appends {
+        let records = [SimpleRecord {
+            timestamp_ms: i,
+            key: None,
+            value: Some(&value),
+        }];
+        log.append(Bytes::from(encode_batch(&records)), 0, 1000)
+            .await
+            .unwrap();
+    }
+    let end = log.log_end_offset();
+    assert_eq!(end, appends);
+    log.set_high_watermark(end);
+    let mut cached = Vec::new();
+    for offset in 0..end {
+        // The cache hands out its own buffers, the same memory on every read; a disk read is
+        // a file range or (near an O_DIRECT segment's write position) a fresh copy.
+        let memory = async || match log.read_for_send(offset, 1, end).await.unwrap().data {
+            SendData::Memory(b) => Some(b),
+            _ => None,
+        };
+        let (first, again) = (memory().await, memory().await);
+        cached.push(matches!((first, again), (Some(a), Some(b)) if a.as_ptr() == b.as_ptr()));
+    }
+    let expected_cached = match backend {
+        BackendKind::Dma => 2,
+        BackendKind::Std => 3,
+    };
+    let mut expected = vec![false; (appends - expected_cached) as usize];
+    expected.extend(vec![true; expected_cached as usize]);
+    assert_eq!(
+        cached, expected,
+        "which offsets the tail cache still serves"
+    );
+}
+
+both_backends!(tail_cache_charges_the_buffer_footprint);

@@ -143,7 +143,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         name: "tail.cache.bytes.per.core",
         kafka_name: "-",
         default: "268435456",
-        doc: "Memory each core may use to keep recently appended batches for tail fetches, shared equally by the partitions it owns (so the total does not grow with the partition count).",
+        doc: "Memory each core may use to keep recently appended batches for tail fetches, shared equally by the partitions it owns (so the total does not grow with the partition count). Each kept write buffer is charged its footprint in the registered region (the next power of two of its size).",
     },
     SettingSpec {
         name: "log.segment.zeros.ahead",
@@ -154,8 +154,8 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
         name: "io.registered.memory.bytes.per.core",
         kafka_name: "-",
-        default: "10485760",
-        doc: "Memory each core registers with io_uring for O_DIRECT write buffers (glommio's io_memory; 10 MiB is glommio's default). Writes from registered buffers skip pinning their pages on every write; the rest come from the heap. The tail cache keeps written buffers, so sizing this near tail.cache.bytes.per.core plus 64 MiB makes most writes registered: +18% produce throughput measured, at the cost of that memory being allocated and locked at start on every core. Without the right to lock that much memory (RLIMIT_MEMLOCK, CAP_IPC_LOCK), registration fails and the broker runs with plain buffers.",
+        default: "auto",
+        doc: "Memory each core allocates at start and registers with io_uring for O_DIRECT write buffers (glommio's io_memory). Writes from it skip pinning their pages on every write, and its pages are touched once at start instead of on the first writes (measured: 15% less broker CPU per produced record, BENCHMARKS change 24). `auto` is tail.cache.bytes.per.core plus 64 MiB: the tail cache keeps written buffers and is charged their footprint in this region, so the cache fits in it and the broker's memory is this region, not the cache on top of it. A number sets it (glommio's own default is 10 MiB). Without the right to lock that much memory (RLIMIT_MEMLOCK, CAP_IPC_LOCK), registration fails and the region serves as plain buffers.",
     },
     SettingSpec {
         name: "log.segment.recycle",
@@ -501,6 +501,10 @@ impl ConfigBuilder {
                 invalid(broker_name, value, &reason)
             })?;
         }
+        let tail_cache_bytes_per_core = parse_num(
+            "tail.cache.bytes.per.core",
+            &get("tail.cache.bytes.per.core"),
+        )?;
         Ok(BrokerConfig {
             listen,
             advertised_host,
@@ -518,18 +522,16 @@ impl ConfigBuilder {
             queued_max_request_bytes,
             max_connections,
             fetch_max_bytes,
-            tail_cache_bytes_per_core: parse_num(
-                "tail.cache.bytes.per.core",
-                &get("tail.cache.bytes.per.core"),
-            )?,
+            tail_cache_bytes_per_core,
             segment_zeros_ahead: parse_bool(
                 "log.segment.zeros.ahead",
                 &get("log.segment.zeros.ahead"),
             )?,
             segment_recycle: parse_bool("log.segment.recycle", &get("log.segment.recycle"))?,
-            io_registered_memory_bytes_per_core: parse_registered_memory(&get(
-                "io.registered.memory.bytes.per.core",
-            ))?,
+            io_registered_memory_bytes_per_core: parse_registered_memory(
+                &get("io.registered.memory.bytes.per.core"),
+                tail_cache_bytes_per_core,
+            )?,
             retention_check_interval_ms: parse_num(
                 "log.retention.check.interval.ms",
                 &get("log.retention.check.interval.ms"),
@@ -577,11 +579,15 @@ fn invalid(name: &str, value: &str, reason: &str) -> ConfigError {
     }
 }
 
+/// Registered memory beyond the tail cache under `auto`: room for the writes in flight and
+/// the buffers of appends too small to be cached as they are.
+const REGISTERED_BYTES_BEYOND_CACHE: usize = 64 << 20;
+
 /// `io.registered.memory.bytes.per.core`: glommio allocates it at start and panics if it
-/// cannot, so more than a quarter of the machine's memory per core is refused here.
-fn parse_registered_memory(value: &str) -> Result<usize, ConfigError> {
+/// cannot, so more than a quarter of the machine's memory per core is refused here (and
+/// `auto` is held below that).
+fn parse_registered_memory(value: &str, tail_cache_bytes: usize) -> Result<usize, ConfigError> {
     let name = "io.registered.memory.bytes.per.core";
-    let bytes: usize = parse_num(name, value)?;
     // SAFETY: sysconf only reads system parameters.
     let (pages, page_bytes) = unsafe {
         (
@@ -590,7 +596,17 @@ fn parse_registered_memory(value: &str) -> Result<usize, ConfigError> {
         )
     };
     let physical_bytes = (pages.max(0) as u128) * (page_bytes.max(0) as u128);
-    if physical_bytes > 0 && bytes as u128 > physical_bytes / 4 {
+    let limit_bytes = if physical_bytes > 0 {
+        physical_bytes / 4
+    } else {
+        u128::MAX
+    };
+    if value.trim().eq_ignore_ascii_case("auto") {
+        let wanted = tail_cache_bytes.saturating_add(REGISTERED_BYTES_BEYOND_CACHE) as u128;
+        return Ok(wanted.min(limit_bytes) as usize);
+    }
+    let bytes: usize = parse_num(name, value)?;
+    if bytes as u128 > limit_bytes {
         return Err(invalid(
             name,
             value,
@@ -721,6 +737,15 @@ mod tests {
             b.build().unwrap().io_registered_memory_bytes_per_core,
             64 << 20
         );
+        // `auto`: the tail cache plus 64 MiB, never past a quarter of the machine.
+        let auto = |cache: &str| {
+            let mut b = ConfigBuilder::new();
+            b.set("tail.cache.bytes.per.core", cache, "flag").unwrap();
+            b.build().unwrap().io_registered_memory_bytes_per_core
+        };
+        assert_eq!(auto("268435456"), (256 + 64) << 20);
+        assert_eq!(auto("0"), 64 << 20);
+        assert!(auto(&(1u64 << 50).to_string()) < 1 << 50);
         for bad in ["1000000000000000", "-1", "lots"] {
             let mut b = ConfigBuilder::new();
             b.set("io.registered.memory.bytes.per.core", bad, "flag")
