@@ -22,6 +22,7 @@ pub mod handlers;
 pub mod join;
 pub mod listener;
 pub mod log;
+pub mod memlock;
 pub mod metadata;
 pub mod notify;
 pub mod page_cache;

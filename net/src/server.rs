@@ -176,6 +176,11 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
     let mut threads = Vec::with_capacity(cores);
     let connections = crate::balance::ConnectionCounts::new(cores);
     let appends = crate::disk_activity::AppendActivity::new();
+    if let Some(warning) =
+        crate::memlock::registration_shortfall(config.io_registered_memory_bytes_per_core, cores)
+    {
+        tracing::warn!("{warning}");
+    }
     for (core, fd) in fds.into_iter().enumerate() {
         let (control_tx, control_rx) = futures_channel::mpsc::unbounded();
         controls.push(control_tx);

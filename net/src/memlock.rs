@@ -1,0 +1,87 @@
+//! Whether the process may register its I/O memory with io_uring.
+//!
+//! Each core registers `io.registered.memory.bytes.per.core` with each of glommio's three
+//! io_uring rings. Without `CAP_IPC_LOCK` the kernel counts every registration against
+//! `RLIMIT_MEMLOCK` (often 8 MiB), registration fails, and glommio logs a bare "registering
+//! buffers ... Skipping". The broker still works (the region serves as plain buffers), but
+//! every O_DIRECT write then pins its pages; [`registration_shortfall`] lets the broker say why
+//! and how to fix it.
+
+/// io_uring rings glommio registers the region with, per core (main, latency, poll).
+const RINGS_PER_CORE: u64 = 3;
+
+/// `CAP_IPC_LOCK`'s bit in the capability sets of `/proc/self/status`.
+const CAP_IPC_LOCK_BIT: u32 = 14;
+
+/// A warning to log when registering `bytes_per_core` on `cores` cores will fail, or None.
+pub fn registration_shortfall(bytes_per_core: usize, cores: usize) -> Option<String> {
+    if has_cap_ipc_lock() {
+        return None;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return None;
+    }
+    shortfall(bytes_per_core, cores, limit.rlim_cur)
+}
+
+fn shortfall(bytes_per_core: usize, cores: usize, memlock_bytes: u64) -> Option<String> {
+    let needed_bytes = (bytes_per_core as u64)
+        .saturating_mul(RINGS_PER_CORE)
+        .saturating_mul(cores as u64);
+    if memlock_bytes == libc::RLIM_INFINITY || needed_bytes <= memlock_bytes {
+        return None;
+    }
+    Some(format!(
+        "io.registered.memory.bytes.per.core: registering {} MiB per core needs {} MiB of \
+         locked memory ({RINGS_PER_CORE} io_uring rings x {cores} cores) but RLIMIT_MEMLOCK is \
+         {} KiB; write buffers stay unregistered and each O_DIRECT write pins its pages. Raise \
+         the limit (`ulimit -l`, systemd `LimitMEMLOCK=`) or grant CAP_IPC_LOCK",
+        bytes_per_core >> 20,
+        needed_bytes >> 20,
+        memlock_bytes >> 10,
+    ))
+}
+
+fn has_cap_ipc_lock() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| effective_caps(&status))
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK_BIT) != 0)
+}
+
+fn effective_caps(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortfall_counts_every_ring_of_every_core() {
+        let mib = 1u64 << 20;
+        // 2 cores x 3 rings x 10 MiB = 60 MiB.
+        assert!(shortfall(10 << 20, 2, 8 * mib).is_some());
+        assert!(shortfall(10 << 20, 2, 59 * mib).is_some());
+        assert!(shortfall(10 << 20, 2, 60 * mib).is_none());
+        assert!(shortfall(320 << 20, 64, libc::RLIM_INFINITY).is_none());
+        let text = shortfall(320 << 20, 2, 8 * mib).unwrap();
+        assert!(
+            text.contains("1920 MiB") && text.contains("8192 KiB"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn effective_caps_come_from_the_status_line() {
+        let status = "Name:\tgregor\nCapInh:\t0000000000000000\nCapEff:\t0000000000004000\n";
+        assert_eq!(effective_caps(status), Some(1 << CAP_IPC_LOCK_BIT));
+        assert_eq!(effective_caps("Name:\tx\n"), None);
+    }
+}
