@@ -638,6 +638,21 @@ async fn read_for_send_ranges(backend: BackendKind, dir: PathBuf) {
 
 both_backends!(read_for_send_ranges);
 
+/// Appends `count` batches of one record each, `value` as the record's value, one append each.
+async fn append_single_record_batches(log: &Log, value: &[u8], count: i64) {
+    use gregor_engine::batch::{SimpleRecord, encode_batch};
+    for i in 0..count {
+        let records = [SimpleRecord {
+            timestamp_ms: i,
+            key: None,
+            value: Some(value),
+        }];
+        log.append(Bytes::from(encode_batch(&records)), 0, 1000)
+            .await
+            .unwrap();
+    }
+}
+
 /// A cold range handed out for sending offers the data after it for reading ahead: 4 MiB
 /// while the segment has that much more to send, and never past what may be sent from the
 /// file (with the Dma backend, the active segment's last 16 MiB may still be rewritten).
@@ -655,16 +670,7 @@ async fn cold_send_offers_read_ahead(backend: BackendKind, dir: PathBuf) {
     let log = Log::open(&dir, config, backend).await.unwrap();
     // 64 KiB batches, 56 MiB: a closed segment of 32 MiB, then an active one of 24 MiB.
     let value = vec![7u8; 64 << 10];
-    for i in 0..896 {
-        let records = [SimpleRecord {
-            timestamp_ms: i,
-            key: None,
-            value: Some(&value),
-        }];
-        log.append(Bytes::from(encode_batch(&records)), 0, 1000)
-            .await
-            .unwrap();
-    }
+    append_single_record_batches(&log, &value, 896).await;
     let end = log.log_end_offset();
     log.set_high_watermark(end);
     // Every range sent from a file, with the file's identity.
@@ -823,25 +829,14 @@ both_backends!(tail_reads_reference_appended_buffers);
 /// Heap buffers (Std backend) count their length, so the same cache keeps three.
 async fn tail_cache_charges_the_buffer_footprint(backend: BackendKind, dir: PathBuf) {
     use gregor_engine::SendData;
-    use gregor_engine::batch::{SimpleRecord, encode_batch};
     let config = LogConfig {
         segment_bytes: 64 << 20,
         tail_cache_bytes: 1 << 20,
         ..LogConfig::default()
     };
     let log = Log::open(&dir, config, backend).await.unwrap();
-    let value = vec![3u8; (256 << 10) + 100];
     let appends = 6;
-    for i in 0..appends {
-        let records = [SimpleRecord {
-            timestamp_ms: i,
-            key: None,
-            value: Some(&value),
-        }];
-        log.append(Bytes::from(encode_batch(&records)), 0, 1000)
-            .await
-            .unwrap();
-    }
+    append_single_record_batches(&log, &vec![3u8; (256 << 10) + 100], appends).await;
     let end = log.log_end_offset();
     assert_eq!(end, appends);
     log.set_high_watermark(end);
