@@ -587,7 +587,7 @@ const REGISTERED_BYTES_BEYOND_CACHE: usize = 64 << 20;
 
 /// `io.registered.memory.bytes.per.core`: glommio allocates it at start and panics if it
 /// cannot, so more than a quarter of the machine's memory per core is refused here. `auto`
-/// takes at most half the machine's memory over all `cores` (0: every online core), since it is
+/// takes at most half the machine's memory over all cores in use (`cores_in_use`), since it is
 /// taken at start rather than as the cache fills.
 fn parse_registered_memory(
     value: &str,
@@ -603,25 +603,16 @@ fn parse_registered_memory(
         )
     };
     let physical_bytes = (pages.max(0) as u128) * (page_bytes.max(0) as u128);
-    let limit_bytes = if physical_bytes > 0 {
-        physical_bytes / 4
-    } else {
-        u128::MAX
+    // A share of the machine's memory; no bound when it is unknown.
+    let share_of_memory = |divisor: u128| match physical_bytes {
+        0 => u128::MAX,
+        known => known / divisor,
     };
+    let limit_bytes = share_of_memory(4);
     if value.trim().eq_ignore_ascii_case("auto") {
-        let cores = if cores == 0 {
-            // SAFETY: sysconf only reads system parameters.
-            unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u128
-        } else {
-            cores as u128
-        };
-        let auto_limit_bytes = if physical_bytes > 0 {
-            physical_bytes / 2 / cores
-        } else {
-            u128::MAX
-        };
+        let all_cores = share_of_memory(2 * cores_in_use(cores) as u128);
         let wanted = tail_cache_bytes.saturating_add(REGISTERED_BYTES_BEYOND_CACHE) as u128;
-        return Ok(wanted.min(auto_limit_bytes) as usize);
+        return Ok(wanted.min(all_cores) as usize);
     }
     let bytes: usize = parse_num(name, value)?;
     if bytes as u128 > limit_bytes {
@@ -632,6 +623,17 @@ fn parse_registered_memory(
         ));
     }
     Ok(bytes)
+}
+
+/// The executors the broker runs for the `cores` setting: 0 means one per CPU this process
+/// may use.
+pub fn cores_in_use(configured: usize) -> usize {
+    if configured != 0 {
+        return configured;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn parse_num<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {

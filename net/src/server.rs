@@ -144,14 +144,8 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
         image.save(&config.data_dir)?;
     }
 
-    let online = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let cores = if config.cores == 0 {
-        online
-    } else {
-        config.cores
-    };
+    let online = crate::config::cores_in_use(0);
+    let cores = crate::config::cores_in_use(config.cores);
     let (fds, local_addr) =
         crate::listener::bind_all(config.listen, cores).map_err(|source| ServerError::Listen {
             addr: config.listen,
