@@ -5,6 +5,7 @@
 //! filled last block in memory and rewrites it with each append (see `segment.rs`).
 
 use crate::config::BackendKind;
+use crate::woken::woken_only;
 use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 use std::io;
@@ -103,9 +104,9 @@ async fn probe_device_once(path: &Path) -> io::Result<()> {
     }
     let probe_path = dir.join(".gregor-dma-probe.tmp");
     std::fs::write(&probe_path, vec![0u8; BLOCK_BYTES as usize])?;
-    let probe = OpenOptions::new().read(true).dma_open(&probe_path).await;
+    let probe = woken_only(OpenOptions::new().read(true).dma_open(&probe_path)).await;
     let _ = std::fs::remove_file(&probe_path);
-    probe?.close().await?;
+    woken_only(probe?.close()).await?;
     PROBED_DEVICES.with(|p| p.borrow_mut().push(dev));
     Ok(())
 }
@@ -125,12 +126,14 @@ impl SegFile {
             }
             BackendKind::Dma => {
                 probe_device_once(path).await?;
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .dma_open(path)
-                    .await?;
+                let file = woken_only(
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .dma_open(path),
+                )
+                .await?;
                 Ok(SegFile::Dma(file))
             }
         }
@@ -162,7 +165,7 @@ impl SegFile {
                 debug_assert_eq!(pos % BLOCK_BYTES, 0);
                 let len = b.len();
                 let shared = Rc::new(b);
-                let written = f.write_rc_at(shared.clone(), pos).await?;
+                let written = woken_only(f.write_rc_at(shared.clone(), pos)).await?;
                 if written != len {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
@@ -192,7 +195,7 @@ impl SegFile {
                 Ok(Bytes::from(out))
             }
             SegFile::Dma(f) => {
-                let result = f.read_at(pos, len).await?;
+                let result = woken_only(f.read_at(pos, len)).await?;
                 Ok(Bytes::copy_from_slice(&result))
             }
         }
@@ -215,7 +218,7 @@ impl SegFile {
                 z
             }
         };
-        let written = f.write_rc_at(zeros, pos).await?;
+        let written = woken_only(f.write_rc_at(zeros, pos)).await?;
         if written != len {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "short zero write"));
         }
@@ -225,21 +228,21 @@ impl SegFile {
     pub(crate) async fn sync(&self) -> io::Result<()> {
         match self {
             SegFile::Std(f) => f.sync_data(),
-            SegFile::Dma(f) => Ok(f.fdatasync().await?),
+            SegFile::Dma(f) => Ok(woken_only(f.fdatasync()).await?),
         }
     }
 
     pub(crate) async fn truncate(&self, len: u64) -> io::Result<()> {
         match self {
             SegFile::Std(f) => f.set_len(len),
-            SegFile::Dma(f) => Ok(f.truncate(len).await?),
+            SegFile::Dma(f) => Ok(woken_only(f.truncate(len)).await?),
         }
     }
 
     pub(crate) async fn size(&self) -> io::Result<u64> {
         match self {
             SegFile::Std(f) => Ok(f.metadata()?.len()),
-            SegFile::Dma(f) => Ok(f.file_size().await?),
+            SegFile::Dma(f) => Ok(woken_only(f.file_size()).await?),
         }
     }
 
@@ -249,7 +252,7 @@ impl SegFile {
         match self {
             // Portable backend: no reservation (std has no fallocate).
             SegFile::Std(_) => Ok(()),
-            SegFile::Dma(f) => Ok(f.pre_allocate(len, true).await?),
+            SegFile::Dma(f) => Ok(woken_only(f.pre_allocate(len, true)).await?),
         }
     }
 }

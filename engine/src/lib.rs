@@ -37,6 +37,7 @@ mod log;
 mod recycle;
 mod segment;
 mod sync;
+mod woken;
 mod zero_ahead;
 
 pub use config::{BackendKind, DEFAULT_MAX_MESSAGE_BYTES, LogConfig, TimestampType};

@@ -50,7 +50,7 @@ impl ZeroAhead {
     pub(crate) async fn before_append(&self, start: u64, end: u64) {
         poll_fn(|cx| match self.in_flight.get() {
             Some((s, e)) if s < end && start < e => {
-                self.waiters.borrow_mut().push(cx.waker().clone());
+                self.register(cx.waker());
                 Poll::Pending
             }
             _ => Poll::Ready(()),
@@ -64,13 +64,23 @@ impl ZeroAhead {
     pub(crate) async fn settle(&self) {
         poll_fn(|cx| {
             if self.in_flight.get().is_some() {
-                self.waiters.borrow_mut().push(cx.waker().clone());
+                self.register(cx.waker());
                 Poll::Pending
             } else {
                 Poll::Ready(())
             }
         })
         .await;
+    }
+
+    /// Adds a waiter, once per task: a task that polls a waiting future again before it is
+    /// woken (a join of several appends does) must not add a waker each time. The list would
+    /// grow with every poll, and glommio panics once a task has 32,767 wakers alive.
+    fn register(&self, waker: &Waker) {
+        let mut waiters = self.waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            waiters.push(waker.clone());
+        }
     }
 
     /// The file was cut to `file_bytes` (caller settled first).
@@ -141,6 +151,26 @@ mod tests {
         );
         assert_eq!(chunk_bytes(3 << 20), Some(512 << 10));
         assert_eq!(chunk_bytes(1 << 30), Some(ZERO_CHUNK_BYTES_MAX));
+    }
+
+    #[test]
+    fn a_waiting_append_polled_again_keeps_one_waker() {
+        let z = ZeroAhead::new(0);
+        block_on(async {
+            let (s, e) = z.claim(0, 64 << 20, 1 << 30).expect("due");
+            let mut waiting = Box::pin(z.before_append(s, s + 4096));
+            let mut settling = Box::pin(z.settle());
+            for _ in 0..1000 {
+                assert!(poll_once(&mut waiting).await.is_none());
+                assert!(poll_once(&mut settling).await.is_none());
+            }
+            // Both futures belong to this one task.
+            assert_eq!(z.waiters.borrow().len(), 1);
+            z.finished(s, e, true);
+            assert!(z.waiters.borrow().is_empty());
+            assert!(poll_once(&mut waiting).await.is_some());
+            assert!(poll_once(&mut settling).await.is_some());
+        });
     }
 
     #[test]
