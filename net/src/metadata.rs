@@ -116,7 +116,7 @@ impl MetadataImage {
     /// The CRC32C of the image's compact JSON form: what the metadata file's `crc32c`
     /// field must match.
     fn checksum(&self) -> Result<u32, serde_json::Error> {
-        Ok(crc32c::crc32c(&serde_json::to_vec(self)?))
+        Ok(gregor_engine::batch::crc32c(&serde_json::to_vec(self)?))
     }
 
     /// Loads the image from `data_dir`, or a fresh one if the file does not exist. A file

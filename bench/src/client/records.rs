@@ -234,11 +234,18 @@ impl BatchBuilder {
         header.put_i32(-1); // base sequence
         header.put_i32(self.record_count);
         debug_assert!(header.is_empty());
-        let crc = crc32c::crc32c(&out[21..]);
+        let crc = batch_crc(&out[21..]);
         out[17..21].copy_from_slice(&crc.to_be_bytes());
         self.record_count = 0;
         Ok(out.freeze())
     }
+}
+
+/// CRC-32C, the record batch checksum, computed on every batch sealed and checked on every
+/// batch read: crc-fast (carry-less multiply folding, AVX-512 where present) is about twice
+/// the crc32c crate's speed, and the load tool shares the machine with the broker it measures.
+fn batch_crc(bytes: &[u8]) -> u32 {
+    crc_fast::crc32_iscsi(bytes)
 }
 
 /// Zstd level for batches (Kafka's and librdkafka's default).
@@ -537,7 +544,7 @@ pub fn parse_batches(mut data: Bytes) -> Result<Vec<Batch>> {
     while let Some(total) = next_batch_bytes(&data)? {
         let mut b = data.split_to(total);
         let crc_stored = u32::from_be_bytes([b[17], b[18], b[19], b[20]]);
-        if crc32c::crc32c(&b[21..]) != crc_stored {
+        if batch_crc(&b[21..]) != crc_stored {
             return Err(corrupt("CRC mismatch"));
         }
         let base_offset = b.get_i64();
