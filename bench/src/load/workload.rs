@@ -362,12 +362,7 @@ async fn producer_task(
             r.bytes += b.payload_bytes;
             if !e2e {
                 let now_ns = clock.ns(now);
-                let mut max_us = 0;
-                for sent_ns in b.tags {
-                    let latency_us = now_ns.saturating_sub(*sent_ns) / 1000;
-                    r.hist.saturating_record(latency_us);
-                    max_us = max_us.max(latency_us);
-                }
+                let max_us = record_latencies(&mut r.hist, now_ns, b.tags);
                 progress.latency_max_us.fetch_max(max_us, Ordering::Relaxed);
             }
         })
@@ -479,6 +474,30 @@ async fn producer_task(
         result.borrow_mut().acked.push((id, a));
     }
     Ok(())
+}
+
+/// Records the latency (µs) of each record acknowledged at `now_ns`, sent at `sent_ns`, and
+/// returns the largest. Records sent flat out share clock readings (`CLOCK_REUSE_RECORDS`),
+/// so equal latencies come in runs: one histogram update per run, not per record.
+fn record_latencies(hist: &mut Histogram<u64>, now_ns: u64, sent_ns: &[u64]) -> u64 {
+    let mut max_us = 0;
+    let mut run: Option<(u64, u64)> = None; // (latency µs, records)
+    for sent in sent_ns {
+        let latency_us = now_ns.saturating_sub(*sent) / 1000;
+        match &mut run {
+            Some((us, count)) if *us == latency_us => *count += 1,
+            _ => {
+                if let Some((us, count)) = run.replace((latency_us, 1)) {
+                    hist.saturating_record_n(us, count);
+                }
+            }
+        }
+        max_us = max_us.max(latency_us);
+    }
+    if let Some((us, count)) = run {
+        hist.saturating_record_n(us, count);
+    }
+    max_us
 }
 
 /// A consumer workload.
@@ -707,4 +726,41 @@ async fn consumer_task(
         }
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_recorded_in_runs_match_one_by_one() {
+        let now_ns = 50_000_000;
+        // Runs of equal send times (shared clock readings), single ones, a send "after" now.
+        let sent_ns: Vec<u64> = [10_000_000u64; 8]
+            .into_iter()
+            .chain([10_000_000, 10_001_999, 10_002_000, 10_002_000])
+            .chain([49_000_000; 3])
+            .chain([60_000_000, 10_000_000])
+            .collect();
+        let mut runs = new_histogram();
+        let max_us = record_latencies(&mut runs, now_ns, &sent_ns);
+        let mut one_by_one = new_histogram();
+        for s in &sent_ns {
+            one_by_one.saturating_record(now_ns.saturating_sub(*s) / 1000);
+        }
+        assert_eq!(max_us, 40_000);
+        assert_eq!(runs.len(), sent_ns.len() as u64);
+        assert_eq!(runs.len(), one_by_one.len());
+        for q in [0.0, 0.1, 0.5, 0.9, 0.99, 1.0] {
+            assert_eq!(
+                runs.value_at_quantile(q),
+                one_by_one.value_at_quantile(q),
+                "q {q}"
+            );
+        }
+        assert_eq!(runs.min(), 0, "a send time after `now` counts as 0");
+        let mut empty = new_histogram();
+        assert_eq!(record_latencies(&mut empty, now_ns, &[]), 0);
+        assert_eq!(empty.len(), 0);
+    }
 }
