@@ -28,7 +28,8 @@ pub(crate) fn woken_only<F: Future>(inner: F) -> WokenOnly<F> {
 
 pub(crate) struct WokenOnly<F> {
     inner: Pin<Box<F>>,
-    /// Created at the first poll (a future that is ready at once costs no allocation).
+    /// Created at the first poll; the inner future only ever sees this waker, so each wake-up
+    /// it sends passes through the gate.
     gate: Option<(Arc<Gate>, Waker)>,
 }
 
