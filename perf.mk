@@ -100,6 +100,8 @@ def field(vals, *path):
 load_before = open("/proc/loadavg").read().split()[0]
 # Machine limits.
 iperf = shutil.which("iperf3")
+if not iperf:
+    print("  iperf3 not found: the tail ratio will be n/a (it divides by iperf3's loopback TCP figure; apt-get install iperf3)", flush=True)
 if iperf:
     def tcp():
         port = free_port()
@@ -299,7 +301,7 @@ rows = [
     ("produce 1 KB acks=1 / disk write", results.get("p1k_over_disk"), ">= 0.80", lambda v: v >= 0.8, f'medians {fmt("p1k_mb_s")} / {fmt("disk_write_mb_s")} MB/s'),
     ("produce 100 B acks=1, records/s", results.get("p100_rec_s"), ">= 2e6", lambda v: v >= 2e6, ""),
     ("acks=all / acks=1 (1 KB)", results.get("pall_over_p1k"), ">= 0.60", lambda v: v >= 0.6, f'medians {fmt("pall_mb_s")} / {fmt("p1k_mb_s")} MB/s'),
-    ("tail consume / loopback TCP", results.get("tail_over_tcp"), ">= 0.70", lambda v: v >= 0.7, f'medians {fmt("tail_mb_s")} / {fmt("tcp_mb_s")} MB/s'),
+    ("tail consume / loopback TCP", results.get("tail_over_tcp"), ">= 0.70", lambda v: v >= 0.7, f'medians {fmt("tail_mb_s")} / {fmt("tcp_mb_s")} MB/s' if iperf else "iperf3 not installed (apt-get install iperf3), no TCP figure to divide by"),
     ("tail consume, 1 consumer (MB/s)", results.get("tail_one_consumer_mb_s"), "info", lambda v: True, "one client thread"),
     ("tail consume while producing (MB/s)", results.get("tail_live_mb_s"), "info", lambda v: True, "bounded by the producers on the same cores"),
     ("catch-up consume / disk read", results.get("catchup_over_disk"), ">= 0.80", lambda v: v >= 0.8, f'medians {fmt("catchup_mb_s")} / {fmt("disk_read_mb_s")} MB/s'),
