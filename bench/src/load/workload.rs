@@ -395,6 +395,7 @@ async fn producer_task(
     // Flat out: the last clock reading and how many more records may reuse it.
     let mut now_cached = start;
     let mut reuse_left: u32 = 0;
+    let mut pacer = interval_ns.map(|iv| Pacer::new(start, iv));
     loop {
         if my_messages.is_some_and(|m| seq >= m) {
             break;
@@ -403,24 +404,27 @@ async fn producer_task(
             now_cached = Instant::now();
             reuse_left = CLOCK_REUSE_RECORDS;
         }
-        // Flat out, the deadline is checked every 64 records; at a target rate every record,
-        // so the count matches rate x duration.
-        let check = interval_ns.is_some() || seq.is_multiple_of(64);
-        if check && deadline.is_some_and(|d| now_cached.max(Instant::now()) >= d) {
-            break;
-        }
-        let scheduled = match interval_ns {
-            Some(iv) => {
-                let t = start + Duration::from_nanos((iv * seq as f64) as u64);
-                let now = Instant::now();
-                // Sleep only when ahead by more than the timer's useful resolution; records
-                // due are sent immediately and keep their scheduled time (open loop).
-                if t > now + Duration::from_micros(200) {
-                    glommio::timer::sleep(t - now).await;
+        let scheduled = match &mut pacer {
+            Some(pacer) => {
+                let (t, wait) = pacer.next(seq, Instant::now);
+                // At a target rate the count matches rate x duration: nothing scheduled at or
+                // past the deadline is sent (nor anything once the clock passed it, for a
+                // producer that fell behind).
+                if deadline.is_some_and(|d| t >= d || pacer.last_read() >= d) {
+                    break;
+                }
+                if let Some(wait) = wait {
+                    glommio::timer::sleep(wait).await;
                 }
                 t
             }
             None => {
+                // Flat out, the deadline is checked every 64 records.
+                if seq.is_multiple_of(64)
+                    && deadline.is_some_and(|d| now_cached.max(Instant::now()) >= d)
+                {
+                    break;
+                }
                 reuse_left -= 1;
                 now_cached
             }
@@ -474,6 +478,66 @@ async fn producer_task(
         result.borrow_mut().acked.push((id, a));
     }
     Ok(())
+}
+
+/// Open-loop pacing that reads the clock about once per timer tick instead of once per record.
+/// Record `seq` is due at `start + seq x interval`; one more than `PACER_SLACK` ahead of the
+/// clock is slept for, anything else goes out at once and keeps its scheduled time (open loop).
+/// A record due no later than the last reading plus the slack is due now too, whatever the
+/// clock says now (the clock only moves on), so it needs no reading of its own: about one
+/// reading per 9 records where the old loop read twice per record (see the test).
+struct Pacer {
+    start: Instant,
+    interval_ns: f64,
+    /// The last clock reading (or a time the clock is known to have passed).
+    now: Instant,
+    /// Records sent on `now` since it was read.
+    reused: u32,
+}
+
+/// Less than this ahead of schedule, a record is sent rather than slept for: below it the timer
+/// is no more precise than sending early.
+const PACER_SLACK: Duration = Duration::from_micros(200);
+/// A producer behind schedule sends every record at once without needing the clock; it still
+/// reads it every this many records, so a deadline is seen.
+const PACER_READ_EVERY_RECORDS: u32 = 64;
+
+impl Pacer {
+    fn new(start: Instant, interval_ns: f64) -> Pacer {
+        Pacer {
+            start,
+            interval_ns,
+            now: start,
+            reused: 0,
+        }
+    }
+
+    /// Record `seq`'s scheduled time, and how long to sleep before sending it (None: now).
+    fn next(
+        &mut self,
+        seq: u64,
+        mut clock: impl FnMut() -> Instant,
+    ) -> (Instant, Option<Duration>) {
+        let t = self.start + Duration::from_nanos((self.interval_ns * seq as f64) as u64);
+        if t <= self.now + PACER_SLACK && self.reused < PACER_READ_EVERY_RECORDS {
+            self.reused += 1;
+            return (t, None);
+        }
+        let now = clock().max(self.now);
+        self.reused = 0;
+        if t > now + PACER_SLACK {
+            // The sleep ends at `t` or later.
+            self.now = t;
+            return (t, Some(t - now));
+        }
+        self.now = now;
+        (t, None)
+    }
+
+    /// The latest time the clock is known to have reached.
+    fn last_read(&self) -> Instant {
+        self.now
+    }
 }
 
 /// Records the latency (µs) of each record acknowledged at `now_ns`, sent at `sent_ns`, and
@@ -731,6 +795,47 @@ async fn consumer_task(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pacer decides as a clock read for every record would (sleep exactly when a record is
+    /// more than the slack ahead of the clock), with far fewer reads.
+    #[test]
+    fn pacer_matches_a_reading_per_record_with_fewer_reads() {
+        let start = Instant::now();
+        // 100,000 records/s (10 µs apart); the sender takes 2 µs per record, or 25 µs (behind).
+        for cost_ns in [2_000u64, 25_000] {
+            let mut pacer = Pacer::new(start, 10_000.0);
+            let mut clock_ns = 0u64;
+            let mut reads = 0;
+            for seq in 0..10_000u64 {
+                let now_ns = clock_ns;
+                let (t, wait) = pacer.next(seq, || {
+                    reads += 1;
+                    start + Duration::from_nanos(now_ns)
+                });
+                let t_ns = (t - start).as_nanos() as u64;
+                assert_eq!(t_ns, seq * 10_000);
+                let ahead_ns = t_ns.saturating_sub(now_ns);
+                match wait {
+                    Some(w) => {
+                        // Sleeps only when more than the slack ahead of the true clock, and
+                        // never past the scheduled time.
+                        assert!(ahead_ns > PACER_SLACK.as_nanos() as u64, "seq {seq}");
+                        assert!(w.as_nanos() as u64 <= ahead_ns, "seq {seq}");
+                        clock_ns = t_ns;
+                    }
+                    None => assert!(ahead_ns <= PACER_SLACK.as_nanos() as u64, "seq {seq}"),
+                }
+                clock_ns += cost_ns;
+                // The reading the deadline check uses is never ahead of the true clock.
+                assert!(pacer.last_read() <= start + Duration::from_nanos(clock_ns));
+            }
+            // A reading per record would be 10,000 (the old loop read twice per record).
+            assert!(
+                reads <= 10_000 / 8,
+                "{reads} clock reads at {cost_ns} ns per record"
+            );
+        }
+    }
 
     #[test]
     fn latencies_recorded_in_runs_match_one_by_one() {
