@@ -57,11 +57,11 @@ pub struct LogConfig {
     /// Gregor extension (no Kafka equivalent): bytes of recently appended data kept in memory
     /// so that tail reads (consumers that keep up) never touch the disk.
     pub tail_cache_bytes: usize,
-    /// Gregor extension (Dma backend): once the log has been flushed (acks=all, `flush.*`),
-    /// write zeros a few MiB ahead of the appends to the active segment, in the background,
-    /// so that appends overwrite written blocks (issued inline by io_uring, and an fdatasync
-    /// has no size change to persist). Up to 16 MiB per active segment, and never more than
-    /// about the data already in it.
+    /// Gregor extension (Dma backend): write zeros ahead of the appends to the active segment,
+    /// in the background, so that appends overwrite written blocks (issued inline by io_uring,
+    /// and an fdatasync has no size change to persist). Up to 16 MiB per active segment once
+    /// the log has been flushed (acks=all, `flush.*`), 1 MiB (smaller writes) before, and never
+    /// more than about the data already in it.
     pub zeros_ahead: bool,
     /// With `zeros_ahead`: zeros are written only while append writes average under this
     /// many bytes. A large write amortizes what the zeros save, and the zeros cost as much

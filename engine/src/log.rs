@@ -10,6 +10,7 @@ use crate::error::LogError;
 use crate::recycle::SpareFiles;
 use crate::segment::{AppendPart, BatchFacts, Segment, Window, file_name};
 use crate::sync::LocalMutex;
+use crate::zero_ahead::{ZERO_CHUNK_BYTES_MAX, ZERO_CHUNK_BYTES_UNFLUSHED_MAX, ZeroPlan};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -227,9 +228,9 @@ pub struct Log {
     write_lock: LocalMutex,
     /// Retired segment files kept for reuse as new segments (Dma backend).
     spares: RefCell<SpareFiles>,
-    /// Whether anyone asked this log for durability (`flush`). Zeros are written ahead only
-    /// then: they make fdatasync cheap, but cost disk bandwidth and, at high acks=1 rates,
-    /// produce latency (BENCHMARKS.md, change 11).
+    /// Whether anyone asked this log for durability (`flush`). Zeros are then written ahead in
+    /// large chunks (they make fdatasync cheap); otherwise in small ones, because a large zero
+    /// write queued ahead of an acks=1 append delays it (BENCHMARKS.md, changes 11 and 26).
     flushes_requested: Cell<bool>,
     /// Moving average of the bytes per append write (weight 1/8 for the newest). Zeros are
     /// written ahead only while appends are small: a large write amortizes what zeros save
@@ -546,12 +547,7 @@ impl Log {
             .map(|(_, r)| r.now_ms)
             .max()
             .unwrap_or(0);
-        let zeros_limit_bytes =
-            if self.zeros_wanted(config, parts.iter().map(|p| p.records.len() as u64).sum()) {
-                config.segment_bytes
-            } else {
-                0
-            };
+        let zeros = self.zeros_wanted(config, parts.iter().map(|p| p.records.len() as u64).sum());
         let written = self
             .active()
             .append(
@@ -559,7 +555,7 @@ impl Log {
                 &parts,
                 config.index_interval_bytes,
                 now_ms,
-                zeros_limit_bytes,
+                zeros,
             )
             .await;
         drop(parts);
@@ -584,10 +580,11 @@ impl Log {
         }
     }
 
-    /// Whether zeros go ahead of the active segment's appends, given this append's size
-    /// (see `append_bytes_avg`): only for logs that are flushed, and while appends average
-    /// under `zeros_ahead_append_bytes_max`.
-    fn zeros_wanted(&self, config: &LogConfig, append_bytes: u64) -> bool {
+    /// Whether and how zeros go ahead of the active segment's appends, given this append's
+    /// size (see `append_bytes_avg`): while appends average under
+    /// `zeros_ahead_append_bytes_max`, in chunks of up to 4 MiB for logs that are flushed and
+    /// 256 KiB for the others (`zero_ahead.rs`).
+    fn zeros_wanted(&self, config: &LogConfig, append_bytes: u64) -> ZeroPlan {
         let before = self.append_bytes_avg.get();
         let avg = if before == 0 {
             append_bytes
@@ -600,7 +597,17 @@ impl Log {
         if before != 0 && (before < max) != small {
             tracing::debug!(dir = %self.dir.display(), avg_append_bytes = avg, zeros_ahead = small, "zeros ahead switched");
         }
-        config.zeros_ahead && self.flushes_requested.get() && small
+        if !(config.zeros_ahead && small) {
+            return ZeroPlan::NONE;
+        }
+        ZeroPlan {
+            limit_bytes: config.segment_bytes,
+            chunk_max_bytes: if self.flushes_requested.get() {
+                ZERO_CHUNK_BYTES_MAX
+            } else {
+                ZERO_CHUNK_BYTES_UNFLUSHED_MAX
+            },
+        }
     }
 
     fn should_roll(

@@ -8,7 +8,7 @@ use crate::error::LogError;
 use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use crate::io::{SegFile, align_down, align_up};
 use crate::recycle::SpareFileSet;
-use crate::zero_ahead::ZeroAhead;
+use crate::zero_ahead::{ZeroAhead, ZeroPlan};
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::os::unix::fs::FileExt;
@@ -747,14 +747,14 @@ impl Segment {
     /// nothing in memory changes, so the next append rewrites the same region and nothing
     /// acknowledged is lost. Caller holds the log's write lock.
     ///
-    /// `zero_limit_bytes`: zeros may be written ahead up to this file size (0: none).
+    /// `zeros`: how far and in what steps zeros may be written ahead (`ZeroPlan::NONE`: none).
     pub(crate) async fn append(
         self: &Rc<Self>,
         cache: &RefCell<TailCache>,
         parts: &[AppendPart<'_>],
         index_interval_bytes: u32,
         now_ms: i64,
-        zero_limit_bytes: u64,
+        zeros: ZeroPlan,
     ) -> Result<(), LogError> {
         let aligned = self.file.needs_alignment();
         let size = self.meta.borrow().size_bytes;
@@ -819,7 +819,7 @@ impl Segment {
             let write_end = write_pos + alloc_len as u64;
             self.zero.before_append(write_pos, write_end).await;
             // Claimed past `write_end` before this write is issued, so the two never overlap.
-            self.start_zeros_ahead(write_end, size + records_len as u64, zero_limit_bytes);
+            self.start_zeros_ahead(write_end, size + records_len as u64, zeros);
         }
         let shared = match self.file.write_at(buf, write_pos).await {
             Ok(shared) => shared,
@@ -873,8 +873,8 @@ impl Segment {
 
     /// Start the next zero write ahead of the appends, if one is due (see `zero_ahead.rs`).
     /// It runs as its own task, so no append waits for it unless it reaches into its range.
-    fn start_zeros_ahead(self: &Rc<Self>, append_end: u64, data_bytes: u64, limit_bytes: u64) {
-        let Some((start, end)) = self.zero.claim(append_end, data_bytes, limit_bytes) else {
+    fn start_zeros_ahead(self: &Rc<Self>, append_end: u64, data_bytes: u64, plan: ZeroPlan) {
+        let Some((start, end)) = self.zero.claim(append_end, data_bytes, plan) else {
             return;
         };
         let segment = self.clone();

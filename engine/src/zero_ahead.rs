@@ -14,8 +14,15 @@ use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
 
-/// Largest zero write; also the size of the per-core zero buffer of the largest class.
+/// Largest zero write; also the size of the per-core zero buffer of the largest class. For
+/// logs that are flushed: every fdatasync waits for all writes anyway, and fewer, larger zero
+/// writes cost less.
 pub(crate) const ZERO_CHUNK_BYTES_MAX: u64 = 4 << 20;
+/// Largest zero write for logs that are never flushed (acks=1). There an append's latency is
+/// its own write's, and a zero write ahead of it in the device's queue delays it: with 4 MiB
+/// chunks, acks=1 p99 at 100,000 records/s went from 8 to 37 ms; with 256 KiB it fell to 5 ms
+/// (BENCHMARKS.md, change 26).
+pub(crate) const ZERO_CHUNK_BYTES_UNFLUSHED_MAX: u64 = 256 << 10;
 /// Smallest zero write: below this, a partition writes too little for zeros to pay off.
 pub(crate) const ZERO_CHUNK_BYTES_MIN: u64 = 64 << 10;
 /// Zeros kept ahead, in chunks: the next chunk starts while the appends have this many left.
@@ -91,18 +98,19 @@ impl ZeroAhead {
 
     /// Claims the next zero write, if one is due: the appends have reached within
     /// `CHUNKS_AHEAD` chunks of the written end. `data_bytes` (bytes of data in the segment)
-    /// sizes the chunk, so a slow partition only zeroes about as much as it writes; nothing
-    /// goes past `limit_bytes` (the segment's size limit).
+    /// sizes the chunk, up to `plan.chunk_max_bytes`, so a slow partition only zeroes about as
+    /// much as it writes; nothing goes past `plan.limit_bytes` (the segment's size limit).
     pub(crate) fn claim(
         &self,
         append_end: u64,
         data_bytes: u64,
-        limit_bytes: u64,
+        plan: ZeroPlan,
     ) -> Option<(u64, u64)> {
+        let limit_bytes = plan.limit_bytes;
         if self.in_flight.get().is_some() {
             return None;
         }
-        let chunk = chunk_bytes(data_bytes)?;
+        let chunk = chunk_bytes(data_bytes, plan.chunk_max_bytes)?;
         let start = self.written_end.get().max(append_end);
         if start >= append_end + CHUNKS_AHEAD * chunk || start + chunk > limit_bytes {
             return None;
@@ -124,16 +132,33 @@ impl ZeroAhead {
     }
 }
 
+/// How far zeros may go ahead of an append, and in what size of write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ZeroPlan {
+    /// Zeros may go up to this file size (the segment's size limit); 0: no zeros.
+    pub limit_bytes: u64,
+    /// Largest zero write (`ZERO_CHUNK_BYTES_MAX` or `ZERO_CHUNK_BYTES_UNFLUSHED_MAX`).
+    pub chunk_max_bytes: u64,
+}
+
+impl ZeroPlan {
+    /// No zeros ahead of this append.
+    pub(crate) const NONE: ZeroPlan = ZeroPlan {
+        limit_bytes: 0,
+        chunk_max_bytes: 0,
+    };
+}
+
 /// The zero write size for a segment holding `data_bytes`: a power of two from
-/// `ZERO_CHUNK_BYTES_MIN` to `ZERO_CHUNK_BYTES_MAX`, about a quarter of the data, so the zeros
+/// `ZERO_CHUNK_BYTES_MIN` to `chunk_max_bytes`, about a quarter of the data, so the zeros
 /// kept ahead never exceed the data already written. `None` below the minimum.
-pub(crate) fn chunk_bytes(data_bytes: u64) -> Option<u64> {
+pub(crate) fn chunk_bytes(data_bytes: u64, chunk_max_bytes: u64) -> Option<u64> {
     let quarter = data_bytes / CHUNKS_AHEAD;
-    if quarter < ZERO_CHUNK_BYTES_MIN {
+    if quarter < ZERO_CHUNK_BYTES_MIN || chunk_max_bytes < ZERO_CHUNK_BYTES_MIN {
         return None;
     }
     let pow2 = 1u64 << (63 - quarter.leading_zeros());
-    Some(pow2.min(ZERO_CHUNK_BYTES_MAX))
+    Some(pow2.min(chunk_max_bytes))
 }
 
 #[cfg(test)]
@@ -141,23 +166,34 @@ mod tests {
     use super::*;
     use futures_lite::future::{block_on, poll_once};
 
+    const PLAN: ZeroPlan = ZeroPlan {
+        limit_bytes: 1 << 30,
+        chunk_max_bytes: ZERO_CHUNK_BYTES_MAX,
+    };
+
     #[test]
     fn chunk_sizes() {
-        assert_eq!(chunk_bytes(0), None);
-        assert_eq!(chunk_bytes(4 * ZERO_CHUNK_BYTES_MIN - 1), None);
+        let max = ZERO_CHUNK_BYTES_MAX;
+        assert_eq!(chunk_bytes(0, max), None);
+        assert_eq!(chunk_bytes(4 * ZERO_CHUNK_BYTES_MIN - 1, max), None);
         assert_eq!(
-            chunk_bytes(4 * ZERO_CHUNK_BYTES_MIN),
+            chunk_bytes(4 * ZERO_CHUNK_BYTES_MIN, max),
             Some(ZERO_CHUNK_BYTES_MIN)
         );
-        assert_eq!(chunk_bytes(3 << 20), Some(512 << 10));
-        assert_eq!(chunk_bytes(1 << 30), Some(ZERO_CHUNK_BYTES_MAX));
+        assert_eq!(chunk_bytes(3 << 20, max), Some(512 << 10));
+        assert_eq!(chunk_bytes(1 << 30, max), Some(ZERO_CHUNK_BYTES_MAX));
+        // Logs that are not flushed zero in smaller steps.
+        let small = ZERO_CHUNK_BYTES_UNFLUSHED_MAX;
+        assert_eq!(chunk_bytes(3 << 20, small), Some(256 << 10));
+        assert_eq!(chunk_bytes(1 << 30, small), Some(256 << 10));
+        assert_eq!(chunk_bytes(1 << 30, 0), None);
     }
 
     #[test]
     fn a_waiting_append_polled_again_keeps_one_waker() {
         let z = ZeroAhead::new(0);
         block_on(async {
-            let (s, e) = z.claim(0, 64 << 20, 1 << 30).expect("due");
+            let (s, e) = z.claim(0, 64 << 20, PLAN).expect("due");
             let mut waiting = Box::pin(z.before_append(s, s + 4096));
             let mut settling = Box::pin(z.settle());
             for _ in 0..1000 {
@@ -179,10 +215,10 @@ mod tests {
         let data = 64 << 20;
         block_on(async {
             z.before_append(0, 4096).await;
-            let (s, e) = z.claim(4096, data, 1 << 30).expect("due");
+            let (s, e) = z.claim(4096, data, PLAN).expect("due");
             assert_eq!((s, e), (4096, 4096 + ZERO_CHUNK_BYTES_MAX));
             // One in flight at a time.
-            assert!(z.claim(4096, data, 1 << 30).is_none());
+            assert!(z.claim(4096, data, PLAN).is_none());
             // An append below the zeros proceeds; one reaching into them waits.
             assert!(poll_once(z.before_append(0, 4096)).await.is_some());
             let mut reaching = Box::pin(z.before_append(4096, 8192));
@@ -190,11 +226,11 @@ mod tests {
             z.finished(s, e, true);
             assert!(poll_once(&mut reaching).await.is_some());
             // The next chunk starts at the written end, past the append.
-            let (s2, _) = z.claim(8192, data, 1 << 30).expect("due");
+            let (s2, _) = z.claim(8192, data, PLAN).expect("due");
             assert_eq!(s2, e);
             z.finished(s2, s2 + ZERO_CHUNK_BYTES_MAX, false);
             // A failed write leaves the written end where it was.
-            assert_eq!(z.claim(8192, data, 1 << 30).map(|c| c.0), Some(e));
+            assert_eq!(z.claim(8192, data, PLAN).map(|c| c.0), Some(e));
         });
     }
 
@@ -202,17 +238,33 @@ mod tests {
     fn appends_past_the_zeros_move_them_on() {
         let z = ZeroAhead::new(0);
         block_on(z.before_append(0, 100 << 20));
-        let (s, _) = z.claim(100 << 20, 100 << 20, 1 << 30).expect("due");
+        let (s, _) = z.claim(100 << 20, 100 << 20, PLAN).expect("due");
         assert_eq!(s, 100 << 20);
         z.finished(s, s + ZERO_CHUNK_BYTES_MAX, true);
         // Chunks follow one another until CHUNKS_AHEAD of them lie ahead, then none is due.
         for _ in 1..CHUNKS_AHEAD {
-            let (s, e) = z.claim(100 << 20, 100 << 20, 1 << 30).expect("due");
+            let (s, e) = z.claim(100 << 20, 100 << 20, PLAN).expect("due");
             z.finished(s, e, true);
         }
-        assert!(z.claim(100 << 20, 100 << 20, 1 << 30).is_none());
+        assert!(z.claim(100 << 20, 100 << 20, PLAN).is_none());
         // Nothing past the limit.
         let z = ZeroAhead::new(0);
-        assert!(z.claim(0, 100 << 20, ZERO_CHUNK_BYTES_MAX - 1).is_none());
+        let short = ZeroPlan {
+            limit_bytes: ZERO_CHUNK_BYTES_MAX - 1,
+            ..PLAN
+        };
+        assert!(z.claim(0, 100 << 20, short).is_none());
+        // Logs that are not flushed zero ahead in small chunks, still CHUNKS_AHEAD of them.
+        let z = ZeroAhead::new(0);
+        let unflushed = ZeroPlan {
+            chunk_max_bytes: ZERO_CHUNK_BYTES_UNFLUSHED_MAX,
+            ..PLAN
+        };
+        for i in 0..CHUNKS_AHEAD {
+            let (s, e) = z.claim(0, 100 << 20, unflushed).expect("due");
+            assert_eq!((s, e - s), (i * (256 << 10), 256 << 10));
+            z.finished(s, e, true);
+        }
+        assert!(z.claim(0, 100 << 20, unflushed).is_none());
     }
 }
