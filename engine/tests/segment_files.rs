@@ -141,6 +141,19 @@ fn zeros_off_dma() {
     common::run(BackendKind::Dma, zeros_off);
 }
 
+/// Appends 400 batches of 8 KB (small appends, 3.2 MB) and returns the file's size and the
+/// data's, rounded up to a block.
+async fn append_small(log: &Log, dir: &Path) -> (u64, u64) {
+    for i in 0..400 {
+        log.append(Bytes::from(patterned_batch(100 + i, 8_000)), 0, 1)
+            .await
+            .unwrap();
+    }
+    glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+    let aligned = (log.size_bytes() + 4095) & !4095;
+    (file_len(dir, 0), aligned)
+}
+
 /// A log nobody flushes (acks=1 only) gets no zeros for large appends, and zeros in small
 /// chunks (256 KiB) for small ones: a large zero write queued ahead of an acks=1 append would
 /// delay it (BENCHMARKS.md, change 26).
@@ -149,14 +162,7 @@ async fn unflushed_logs_zero_in_small_chunks(backend: BackendKind, dir: PathBuf)
         .await
         .unwrap();
     assert_no_zeros_ahead(&log, &dir).await;
-    for i in 0..400 {
-        log.append(Bytes::from(patterned_batch(100 + i, 8_000)), 0, 1)
-            .await
-            .unwrap();
-    }
-    glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
-    let aligned = (log.size_bytes() + 4095) & !4095;
-    let on_disk = file_len(&dir, 0);
+    let (on_disk, aligned) = append_small(&log, &dir).await;
     // 15 MB of data would allow 2 MiB chunks; 256 KiB ones keep at most 5 of them past
     // the appends (4 ahead, the last claimed just before the appends moved on).
     assert!(
@@ -183,14 +189,7 @@ async fn zeros_only_for_small_appends(backend: BackendKind, dir: PathBuf) {
         .unwrap();
     log.flush().await.unwrap();
     assert_no_zeros_ahead(&log, &dir).await;
-    for i in 0..400 {
-        log.append(Bytes::from(patterned_batch(100 + i, 8_000)), 0, 1)
-            .await
-            .unwrap();
-    }
-    glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
-    let aligned = (log.size_bytes() + 4095) & !4095;
-    let on_disk = file_len(&dir, 0);
+    let (on_disk, aligned) = append_small(&log, &dir).await;
     assert!(
         on_disk > aligned + (64 << 10),
         "no zeros for small appends: file {on_disk}, data {aligned}"
