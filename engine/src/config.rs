@@ -60,7 +60,7 @@ pub struct LogConfig {
     /// Gregor extension (Dma backend): write zeros ahead of the appends to the active segment,
     /// in the background, so that appends overwrite written blocks (issued inline by io_uring,
     /// and an fdatasync has no size change to persist). Up to 16 MiB per active segment once
-    /// the log has been flushed (acks=all, `flush.*`), 1 MiB (smaller writes) before, and never
+    /// the log has been flushed (acks=all, `flush.*`), about 1 MiB (in smaller writes) before, and never
     /// more than about the data already in it.
     pub zeros_ahead: bool,
     /// With `zeros_ahead`: zeros are written only while append writes average under this

@@ -20,8 +20,8 @@ use std::task::{Poll, Waker};
 pub(crate) const ZERO_CHUNK_BYTES_MAX: u64 = 4 << 20;
 /// Largest zero write for logs that are never flushed (acks=1). There an append's latency is
 /// its own write's, and a zero write ahead of it in the device's queue delays it: with 4 MiB
-/// chunks, acks=1 p99 at 100,000 records/s went from 8 to 37 ms; with 256 KiB it fell to 5 ms
-/// (BENCHMARKS.md, change 26).
+/// chunks at 100,000 records/s, end-to-end p99 went from 8-10 to 37 ms and produce p99 from
+/// 6-8 to 23-77 ms; with 256 KiB chunks produce p99 was 5-6 ms (BENCHMARKS.md, change 26).
 pub(crate) const ZERO_CHUNK_BYTES_UNFLUSHED_MAX: u64 = 256 << 10;
 /// Smallest zero write: below this, a partition writes too little for zeros to pay off.
 pub(crate) const ZERO_CHUNK_BYTES_MIN: u64 = 64 << 10;

@@ -149,7 +149,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         name: "log.segment.zeros.ahead",
         kafka_name: "-",
         default: "true",
-        doc: "While a partition's append writes average under 32 KiB (larger ones gain nothing from it), write zeros ahead of its active segment's appends, in the background (O_DIRECT backend), so appends overwrite written blocks: io_uring issues them without a kernel worker thread (measured: 15% less broker CPU at 100,000 records/s of 16 KB batches) and an fsync has no file size change to persist. In chunks of up to 4 MiB for partitions that are flushed (acks=all, flush.messages, flush.ms), of up to 256 KiB for the others, whose acks=1 latency a large zero write queued ahead of an append would raise. Costs up to 16 MiB (1 MiB unflushed) of disk per active segment and the disk bandwidth of the zeros.",
+        doc: "While a partition's append writes average under 32 KiB (larger ones gain nothing from it), write zeros ahead of its active segment's appends, in the background (O_DIRECT backend), so appends overwrite written blocks: io_uring issues them without a kernel worker thread (measured: 15% less broker CPU at 100,000 records/s of 16 KB batches) and an fsync has no file size change to persist. In chunks of up to 4 MiB for partitions that are flushed (acks=all, flush.messages, flush.ms), of up to 256 KiB for the others, whose acks=1 latency a large zero write queued ahead of an append would raise. Costs up to 16 MiB (about 1 MiB before a first flush) of disk per active segment and the disk bandwidth of the zeros.",
     },
     SettingSpec {
         name: "io.registered.memory.bytes.per.core",
