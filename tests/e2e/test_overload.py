@@ -284,8 +284,10 @@ def test_tail_cache_is_bounded_per_core_not_per_partition(broker_factory, topic_
     assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
     grown_mib = (broker_rss_kib(broker.proc.pid) - rss_before) / 1024
     written_mib = records * size / (1 << 20)
-    # Budget 2 cores x 16 MiB, plus buffers in flight and allocator slack.
-    assert grown_mib < 120, f"broker RSS grew {grown_mib:.0f} MiB after {written_mib:.0f} MiB written"
+    # Budget 2 cores x 16 MiB, plus buffers in flight and allocator slack: 20 to 50 MiB on a
+    # quiet machine, 129 once on a slow CI disk. A cache per partition would keep about
+    # 300 MiB, so half of that is the line.
+    assert grown_mib < 150, f"broker RSS grew {grown_mib:.0f} MiB after {written_mib:.0f} MiB written"
     ends = end_offsets(broker.bootstrap, topic_name, range(partitions))
     assert sum(ends.values()) == records, ends
     c = Consumer({"bootstrap.servers": broker.bootstrap, "broker.address.family": "v4",
