@@ -100,8 +100,6 @@ def field(vals, *path):
 load_before = open("/proc/loadavg").read().split()[0]
 # Machine limits.
 iperf = shutil.which("iperf3")
-if not iperf:
-    print("  iperf3 not found: the tail ratio will be n/a (it divides by iperf3's loopback TCP figure; apt-get install iperf3)", flush=True)
 if iperf:
     def tcp():
         port = free_port()
@@ -112,6 +110,8 @@ if iperf:
         finally:
             srv.kill(); srv.wait()
         return j["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+else:
+    print("  iperf3 not found: the tail ratio will be n/a (it divides by iperf3's loopback TCP figure; apt-get install iperf3)", flush=True)
 # The disk is measured right before each run that is compared with it (this virtual disk's
 # bandwidth drifts by half within minutes), and each ratio is the median of the ratios of
 # those pairs.
