@@ -789,14 +789,6 @@ impl Log {
             }
         };
         let len = (cut - position) as usize;
-        // Start reading it into the page cache now, so the send finds it there rather than
-        // blocking the sending core on the disk. Advisory: a failure changes nothing.
-        let _ = nix::fcntl::posix_fadvise(
-            std::os::fd::AsRawFd::as_raw_fd(&*file),
-            position as i64,
-            len as i64,
-            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
-        );
         // Within what may be sent from the file (`SEND_FILE_MARGIN_BYTES`): a buffered read
         // past it could cache a block that an append is about to rewrite.
         let read_ahead_end = sendable_end.min(cut + COLD_READ_AHEAD_BYTES).max(cut);
