@@ -178,7 +178,8 @@ impl SegFile {
         }
     }
 
-    /// Read up to `len` bytes at `pos` (fewer at end of file).
+    /// Read up to `len` bytes at `pos` (fewer at end of file). Dma: the read's own buffer, lent
+    /// (`lent.rs`), not copied.
     pub(crate) async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         match self {
             SegFile::Std(f) => {
@@ -196,7 +197,7 @@ impl SegFile {
             }
             SegFile::Dma(f) => {
                 let result = woken_only(f.read_at(pos, len)).await?;
-                Ok(Bytes::copy_from_slice(&result))
+                Ok(crate::lent::lend_read(result))
             }
         }
     }
