@@ -118,11 +118,12 @@ pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
     parts: &[Part],
     read_ahead: bool,
 ) -> std::io::Result<()> {
+    start_file_reads(parts, read_ahead).await;
     let mut i = 0;
     while i < parts.len() {
         match &parts[i] {
             Part::File(range) => {
-                send_file_range(stream, range, read_ahead).await?;
+                send_file_range(stream, range).await?;
                 i += 1;
             }
             Part::Memory(_) => {
@@ -202,19 +203,38 @@ async fn send_memory_parts<S: AsyncWrite + AsRawFd + Unpin>(
 /// Bytes copied through memory at a time when a file part meets a full socket.
 const FILE_COPY_CHUNK_BYTES: usize = 256 << 10;
 
+/// Starts reading, in the background, every file part of a response that is not in the page
+/// cache, then (with `read_ahead`) the data after each part. All at once, before the first
+/// part is sent: the disk then has every range of the response to work on together, instead
+/// of one range (and its read-ahead) at a time while the parts go out in order (a catch-up
+/// consumer read 1.0 to 1.2 GB/s that way, with about 5 reads in flight).
+async fn start_file_reads(parts: &[Part], read_ahead: bool) {
+    let files = || {
+        parts.iter().filter_map(|p| match p {
+            Part::File(range) => Some(range),
+            Part::Memory(_) => None,
+        })
+    };
+    let mut ranges: Vec<crate::page_cache::Range> = files()
+        .filter(|r| !crate::page_cache::is_resident(&r.file, r.position, r.len))
+        .map(|r| (r.file.clone(), r.position, r.len))
+        .collect();
+    if read_ahead {
+        ranges.extend(files().filter(|r| r.read_ahead_bytes > 0).map(|r| {
+            (
+                r.file.clone(),
+                r.position + r.len as u64,
+                r.read_ahead_bytes,
+            )
+        }));
+    }
+    crate::page_cache::read_ahead(ranges).await;
+}
+
 async fn send_file_range<S: AsyncWrite + AsRawFd + Unpin>(
     stream: &mut S,
     range: &FileRange,
-    read_ahead: bool,
 ) -> std::io::Result<()> {
-    // What follows the range first, so the disk works on it while this range goes out.
-    if read_ahead {
-        crate::page_cache::read_ahead(
-            range.file.clone(),
-            range.position + range.len as u64,
-            range.read_ahead_bytes,
-        );
-    }
     if !crate::page_cache::is_resident(&range.file, range.position, range.len) {
         // Cold: sendfile would wait for the disk with the whole core; the core's blocking
         // thread waits instead (see `page_cache`).
@@ -385,5 +405,54 @@ mod tests {
         let got = reader.join().unwrap();
         assert_eq!(got.len(), expected.len());
         assert!(got == expected, "bytes differ");
+    }
+
+    /// Every cold file part of a response, and with read-ahead what follows each, is being
+    /// read before the first part is sent; without read-ahead, only the parts.
+    #[test]
+    fn file_parts_are_all_read_before_the_first_is_sent() {
+        use crate::page_cache::tests::{cold_file, page_is_resident};
+        let mib = 1usize << 20;
+        for read_ahead in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = cold_file(dir.path(), 16 * mib);
+            let part = |position: usize| {
+                Part::File(FileRange {
+                    file: file.clone(),
+                    position: position as u64,
+                    len: mib,
+                    read_ahead_bytes: 2 * mib,
+                })
+            };
+            let parts = vec![
+                part(0),
+                Part::Memory(Bytes::from_static(b"x")),
+                part(8 * mib),
+            ];
+            let mut wanted = vec![0, mib - 1, 8 * mib, 9 * mib - 1];
+            if read_ahead {
+                wanted.extend([3 * mib - 1, 11 * mib - 1]);
+            }
+            let probe = file.clone();
+            glommio::LocalExecutorBuilder::default()
+                .spawn(move || async move {
+                    start_file_reads(&parts, read_ahead).await;
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    while !wanted.iter().all(|&at| page_is_resident(&probe, at as u64)) {
+                        assert!(std::time::Instant::now() < deadline, "parts not read");
+                        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+            assert_eq!(
+                page_is_resident(&file, (11 * mib - 1) as u64),
+                read_ahead,
+                "read-ahead {read_ahead}"
+            );
+            // Nothing far past the parts.
+            assert!(!page_is_resident(&file, (14 * mib) as u64));
+        }
     }
 }

@@ -63,28 +63,42 @@ pub async fn load(file: Arc<File>, position: u64, len: usize) {
     }
 }
 
-/// Starts reading `[position, position + len)` into the page cache on the core's blocking
-/// thread and returns at once: read-ahead for a consumer's next fetch, so its range is
-/// resident when asked for (a catch-up consumer otherwise leaves the disk idle between
-/// fetches). Off the core because `POSIX_FADV_WILLNEED` allocates the pages and submits the
-/// reads in the call, which took a core's time from the partitions it serves. Must run
-/// inside a glommio executor. Best effort.
-pub fn read_ahead(file: Arc<File>, position: u64, len: usize) {
-    if len == 0 {
+/// A byte range of a file: the file, the start, the length.
+pub type Range = (Arc<File>, u64, usize);
+
+/// Starts reading `ranges` into the page cache, in order, on the core's blocking thread and
+/// returns once they are queued: a response's file parts before they are sent, and read-ahead for a
+/// consumer's next fetch, so its range is resident when asked for (a catch-up consumer
+/// otherwise leaves the disk idle between fetches). Off the core because
+/// `POSIX_FADV_WILLNEED` allocates the pages and submits the reads in the call, which took a
+/// core's time from the partitions it serves. Must run inside a glommio executor. Best
+/// effort.
+pub async fn read_ahead(ranges: Vec<Range>) {
+    if ranges.iter().all(|(_, _, len)| *len == 0) {
         return;
     }
-    glommio::spawn_local(async move {
-        let result = glommio::executor()
-            .spawn_blocking(move || {
-                let _idle = IdleIo::enter();
-                advise_will_need(&file, position, len)
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::debug!(position, len, error = %e, "could not read ahead");
+    let mut job = Box::pin(glommio::executor().spawn_blocking(move || {
+        let _idle = IdleIo::enter();
+        for (file, position, len) in &ranges {
+            if *len > 0 {
+                advise_will_need(file, *position, *len)?;
+            }
         }
-    })
-    .detach();
+        Ok::<(), std::io::Error>(())
+    }));
+    // Polled once here, the job is queued for the blocking thread before whatever the caller
+    // asks of that thread next (such as loading the first part), not when a task gets to it.
+    let report = |result: std::io::Result<()>| {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "could not read ahead");
+        }
+    };
+    match futures_lite::future::poll_once(&mut job).await {
+        Some(result) => report(result),
+        None => {
+            glommio::spawn_local(async move { report(job.await) }).detach();
+        }
+    }
 }
 
 /// The calling thread's I/O priority set to the idle class until dropped, then restored: the
@@ -160,13 +174,13 @@ fn load_blocking(file: &File, position: u64, len: usize) -> std::io::Result<()> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
     /// Whether the page holding byte `at` is in the page cache. `mincore` of a mapping reads
     /// nothing, whereas even a `RWF_NOWAIT` read of a missing page starts a readahead.
-    fn page_is_resident(file: &File, at: u64) -> bool {
+    pub(crate) fn page_is_resident(file: &File, at: u64) -> bool {
         let page = 4096u64;
         // SAFETY: a fresh read-only shared mapping of one page of an open file, unmapped
         // below; nothing reads through it.
@@ -188,7 +202,7 @@ mod tests {
         }
     }
 
-    fn cold_file(dir: &std::path::Path, len: usize) -> Arc<File> {
+    pub(crate) fn cold_file(dir: &std::path::Path, len: usize) -> Arc<File> {
         let path = dir.join("seg.log");
         {
             let mut f = File::create(&path).unwrap();
@@ -229,7 +243,7 @@ mod tests {
         let ahead = file.clone();
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
-                read_ahead(ahead, position, len);
+                read_ahead(vec![(ahead, position, len)]).await;
                 // The reads go on after the call returns: give the disk up to 10 s.
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 while !page_is_resident(&file, position + len as u64 - 1) {
