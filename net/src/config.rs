@@ -164,6 +164,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "Reuse the files of segments removed by retention or DeleteRecords as new segments (O_DIRECT backend), once their file.delete.delay.ms has passed and no read holds them, instead of deleting them and allocating new ones. Each partition keeps at most two unused spares, and none unused for over 60 s.",
     },
     SettingSpec {
+        name: "fetch.cold.pages.keep",
+        kafka_name: "-",
+        default: "false",
+        doc: "Keep the page-cache pages of segment data sent to consumers from disk. By default a connection drops them (POSIX_FADV_DONTNEED) when it answers its next request, so a catch-up read reuses the same few pages rather than filling the page cache: touching new pages is what a catch-up consumer spends most on in a VM whose freed memory goes back to the host (BENCHMARKS change 30), and other files keep their cache. Set it when several consumers read the same old data soon after one another: the later ones then read it from memory rather than disk.",
+    },
+    SettingSpec {
         name: "fetch.max.bytes",
         kafka_name: "fetch.max.bytes",
         default: "57671680",
@@ -326,6 +332,8 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// Cap on a Fetch response's record bytes.
     pub fetch_max_bytes: usize,
+    /// Keep the page cache of cold data sent to consumers (`fetch.cold.pages.keep`).
+    pub fetch_cold_pages_keep: bool,
     /// Tail-cache budget of each core, shared by its partitions.
     pub tail_cache_bytes_per_core: usize,
     /// Write zeros ahead of active segments' appends (`log.segment.zeros.ahead`).
@@ -523,6 +531,10 @@ impl ConfigBuilder {
             queued_max_request_bytes,
             max_connections,
             fetch_max_bytes,
+            fetch_cold_pages_keep: parse_bool(
+                "fetch.cold.pages.keep",
+                &get("fetch.cold.pages.keep"),
+            )?,
             tail_cache_bytes_per_core,
             segment_zeros_ahead: parse_bool(
                 "log.segment.zeros.ahead",

@@ -64,6 +64,7 @@ pub async fn serve(
     let _guard = ConnectionGuard(ctx.clone());
     let max_bytes = ctx.config.socket_request_max_bytes;
     tracing::debug!(%peer, core = ctx.core_id, "connection opened");
+    let mut sent_cold = crate::page_cache::SentCold::new(!ctx.config.fetch_cold_pages_keep);
     loop {
         if ctx.draining.get() {
             break;
@@ -124,7 +125,9 @@ pub async fn serve(
                 let read_ahead = ctx
                     .appends
                     .quiet_for(crate::disk_activity::READ_AHEAD_QUIET_MS);
-                if let Err(e) = write_frame_parts(&mut stream, &parts, read_ahead).await {
+                if let Err(e) =
+                    write_frame_parts(&mut stream, &parts, read_ahead, &mut sent_cold).await
+                {
                     tracing::debug!(%peer, error = %e, "write failed");
                     break;
                 }

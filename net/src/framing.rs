@@ -117,8 +117,9 @@ pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
     stream: &mut S,
     parts: &[Part],
     read_ahead: bool,
+    sent_cold: &mut crate::page_cache::SentCold,
 ) -> std::io::Result<()> {
-    start_file_reads(parts, read_ahead).await;
+    start_file_reads(parts, read_ahead, sent_cold.take()).await;
     let mut i = 0;
     while i < parts.len() {
         match &parts[i] {
@@ -136,7 +137,15 @@ pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
             }
         }
     }
+    sent_cold.sent(file_parts(parts).map(|r| (r.file.clone(), r.position, r.len)));
     stream.flush().await
+}
+
+fn file_parts(parts: &[Part]) -> impl Iterator<Item = &FileRange> {
+    parts.iter().filter_map(|p| match p {
+        Part::File(range) => Some(range),
+        Part::Memory(_) => None,
+    })
 }
 
 fn memory_of(part: &Part) -> &[u8] {
@@ -208,27 +217,29 @@ const FILE_COPY_CHUNK_BYTES: usize = 256 << 10;
 /// part is sent: the disk then has every range of the response to work on together, instead
 /// of one range (and its read-ahead) at a time while the parts go out in order (a catch-up
 /// consumer read 1.0 to 1.2 GB/s that way, with about 5 reads in flight).
-async fn start_file_reads(parts: &[Part], read_ahead: bool) {
-    let files = || {
-        parts.iter().filter_map(|p| match p {
-            Part::File(range) => Some(range),
-            Part::Memory(_) => None,
-        })
-    };
-    let mut ranges: Vec<crate::page_cache::Range> = files()
+async fn start_file_reads(
+    parts: &[Part],
+    read_ahead: bool,
+    sent_before: Vec<crate::page_cache::Range>,
+) {
+    let mut ranges: Vec<crate::page_cache::Range> = file_parts(parts)
         .filter(|r| !crate::page_cache::is_resident(&r.file, r.position, r.len))
         .map(|r| (r.file.clone(), r.position, r.len))
         .collect();
     if read_ahead {
-        ranges.extend(files().filter(|r| r.read_ahead_bytes > 0).map(|r| {
-            (
-                r.file.clone(),
-                r.position + r.len as u64,
-                r.read_ahead_bytes,
-            )
-        }));
+        ranges.extend(
+            file_parts(parts)
+                .filter(|r| r.read_ahead_bytes > 0)
+                .map(|r| {
+                    (
+                        r.file.clone(),
+                        r.position + r.len as u64,
+                        r.read_ahead_bytes,
+                    )
+                }),
+        );
     }
-    crate::page_cache::read_ahead(ranges).await;
+    crate::page_cache::read_ahead(sent_before, ranges).await;
 }
 
 async fn send_file_range<S: AsyncWrite + AsRawFd + Unpin>(
@@ -397,7 +408,9 @@ mod tests {
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
                 let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
-                write_frame_parts(&mut stream, &parts, false).await.unwrap();
+                write_frame_parts(&mut stream, &parts, false, &mut Default::default())
+                    .await
+                    .unwrap();
             })
             .unwrap()
             .join()
@@ -436,7 +449,7 @@ mod tests {
             let probe = file.clone();
             glommio::LocalExecutorBuilder::default()
                 .spawn(move || async move {
-                    start_file_reads(&parts, read_ahead).await;
+                    start_file_reads(&parts, read_ahead, Vec::new()).await;
                     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                     while !wanted.iter().all(|&at| page_is_resident(&probe, at as u64)) {
                         assert!(std::time::Instant::now() < deadline, "parts not read");
@@ -453,6 +466,77 @@ mod tests {
             );
             // Nothing far past the parts.
             assert!(!page_is_resident(&file, (14 * mib) as u64));
+        }
+    }
+
+    /// With pages dropped after sending (the default), a file part's pages leave the page
+    /// cache when the connection answers its next request; with `fetch.cold.pages.keep`,
+    /// they stay.
+    #[test]
+    fn sent_file_pages_are_dropped_with_the_next_response() {
+        use crate::page_cache::SentCold;
+        use crate::page_cache::tests::{cold_file, page_is_resident};
+        use std::io::Read;
+        let mib = 1usize << 20;
+        for drop_pages in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = cold_file(dir.path(), 4 * mib);
+            let parts = vec![
+                Part::Memory(Bytes::from_static(b"head")),
+                Part::File(FileRange {
+                    file: file.clone(),
+                    position: mib as u64,
+                    len: 2 * mib,
+                    read_ahead_bytes: 0,
+                }),
+            ];
+            let first_len = 4 + 2 * mib;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (got_first, first_read) = std::sync::mpsc::channel();
+            let reader = std::thread::spawn(move || {
+                let (mut sock, _) = listener.accept().unwrap();
+                let mut first = vec![0u8; first_len];
+                sock.read_exact(&mut first).unwrap();
+                got_first.send(()).unwrap();
+                let mut second = [0u8; 6];
+                sock.read_exact(&mut second).unwrap();
+                first
+            });
+            let probe = file.clone();
+            glommio::LocalExecutorBuilder::default()
+                .spawn(move || async move {
+                    let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
+                    let mut sent = SentCold::new(drop_pages);
+                    write_frame_parts(&mut stream, &parts, false, &mut sent)
+                        .await
+                        .unwrap();
+                    assert!(
+                        page_is_resident(&probe, (2 * mib) as u64),
+                        "not sent from cache"
+                    );
+                    // The client has read the whole response before it asks again.
+                    first_read.recv().unwrap();
+                    let next = [Part::Memory(Bytes::from_static(b"second"))];
+                    write_frame_parts(&mut stream, &next, false, &mut sent)
+                        .await
+                        .unwrap();
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    while drop_pages && page_is_resident(&probe, (2 * mib) as u64) {
+                        assert!(std::time::Instant::now() < deadline, "sent pages kept");
+                        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+            let first = reader.join().unwrap();
+            assert!(first[4..].iter().all(|&b| b == 7), "file bytes differ");
+            assert_eq!(
+                page_is_resident(&file, (2 * mib) as u64),
+                !drop_pages,
+                "drop_pages {drop_pages}"
+            );
         }
     }
 }

@@ -22,13 +22,87 @@ use nix::errno::Errno;
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use nix::sys::sendfile::sendfile64;
 
-/// Whether the first and the last byte of `[position, position + len)` are in the page cache,
-/// probed without blocking (`preadv2` with `RWF_NOWAIT`). The kernel reads a file range in
-/// order, so both ends present means the middle almost always is; if not, `sendfile` waits
-/// for the rest as it did before.
+/// Whether `[position, position + len)` is in the page cache and read, so that `sendfile`
+/// will not wait for the disk. Two probes, neither of which blocks:
+/// - `cachestat` counts the range's pages in the cache, with no side effect. A page missing
+///   answers no at once. (Probing a missing page by reading it, as below, starts a readahead
+///   from the calling thread, the core, at the appends' I/O priority.)
+/// - a one-byte `preadv2(RWF_NOWAIT)` at the ends and every [`PROBE_STRIDE_BYTES`] fails for
+///   a page still being read. Such a page can belong to a read-ahead at the idle class that
+///   waits behind appends: `sendfile` would wait for it with the whole core.
+///
+/// Without `cachestat` (kernels before 6.5) only the ends are probed: the kernel reads a
+/// range in order, so both ends present means the middle almost always is.
 pub fn is_resident(file: &File, position: u64, len: usize) -> bool {
-    len == 0
-        || (byte_is_resident(file, position) && byte_is_resident(file, position + len as u64 - 1))
+    if len == 0 {
+        return true;
+    }
+    let last = position + len as u64 - 1;
+    match cached_pages(file, position, len) {
+        Some(cached) if cached < last / PAGE_BYTES - position / PAGE_BYTES + 1 => false,
+        Some(_) => {
+            // Bounded: len / stride probes (a fetch part is at most a few MiB).
+            let mut at = position;
+            while at < last {
+                if !byte_is_resident(file, at) {
+                    return false;
+                }
+                at += PROBE_STRIDE_BYTES;
+            }
+            byte_is_resident(file, last)
+        }
+        None => byte_is_resident(file, position) && byte_is_resident(file, last),
+    }
+}
+
+/// Distance between the probes of a range whose pages are all in the cache.
+const PROBE_STRIDE_BYTES: u64 = 256 << 10;
+
+/// Page cache granularity assumed when counting a range's pages (`cachestat` counts pages of
+/// the base size, 4 KiB on x86-64 and most arm64 kernels; a larger base page only makes the
+/// count look short, which costs a needless load, never a blocked core).
+const PAGE_BYTES: u64 = 4096;
+
+/// `cachestat(2)` (Linux 6.5): the same number on every architecture, as for every system
+/// call added since 5.1. Not in the `libc` crate for x86-64 yet.
+const SYS_CACHESTAT: libc::c_long = 451;
+
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// Pages of the range in the page cache, or None if the kernel cannot tell (no `cachestat`).
+fn cached_pages(file: &File, position: u64, len: usize) -> Option<u64> {
+    let range = CachestatRange {
+        off: position,
+        len: len as u64,
+    };
+    let mut stat = Cachestat::default();
+    // SAFETY: both pointers are to live structs of the layout the kernel expects
+    // (include/uapi/linux/mman.h), the descriptor is borrowed from `file`, and the call writes
+    // only `stat`.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0,
+        )
+    };
+    (rc == 0).then_some(stat.nr_cache)
 }
 
 fn byte_is_resident(file: &File, at: u64) -> bool {
@@ -66,18 +140,29 @@ pub async fn load(file: Arc<File>, position: u64, len: usize) {
 /// A byte range of a file: the file, the start, the length.
 pub type Range = (Arc<File>, u64, usize);
 
-/// Starts reading `ranges` into the page cache, in order, on the core's blocking thread and
-/// returns once they are queued: a response's file parts before they are sent, and read-ahead for a
-/// consumer's next fetch, so its range is resident when asked for (a catch-up consumer
-/// otherwise leaves the disk idle between fetches). Off the core because
-/// `POSIX_FADV_WILLNEED` allocates the pages and submits the reads in the call, which took a
-/// core's time from the partitions it serves. Must run inside a glommio executor. Best
-/// effort.
-pub async fn read_ahead(ranges: Vec<Range>) {
-    if ranges.iter().all(|(_, _, len)| *len == 0) {
+/// On the core's blocking thread, in order: drops `sent` from the page cache, then starts
+/// reading `ranges` into it; returns once that job is queued. `ranges`: a response's file
+/// parts before they are sent, and read-ahead for a consumer's next fetch, so its range is
+/// resident when asked for (a catch-up consumer otherwise leaves the disk idle between
+/// fetches). `sent`: ranges a connection sent and its client has read (see
+/// [`SentCold`]); the pages freed first are the ones the reads then fill. Off the core
+/// because `POSIX_FADV_WILLNEED` allocates the pages and submits the reads in the call,
+/// which took a core's time from the partitions it serves. Must run inside a glommio
+/// executor. Best effort.
+pub async fn read_ahead(sent: Vec<Range>, ranges: Vec<Range>) {
+    if sent.is_empty() && ranges.iter().all(|(_, _, len)| *len == 0) {
         return;
     }
     let mut job = Box::pin(glommio::executor().spawn_blocking(move || {
+        for (file, position, len) in &sent {
+            // A page still held by a socket buffer is skipped by the kernel, and stays.
+            advise(
+                file,
+                *position,
+                *len,
+                PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            )?;
+        }
         let _idle = IdleIo::enter();
         for (file, position, len) in &ranges {
             if *len > 0 {
@@ -97,6 +182,42 @@ pub async fn read_ahead(ranges: Vec<Range>) {
         Some(result) => report(result),
         None => {
             glommio::spawn_local(async move { report(job.await) }).detach();
+        }
+    }
+}
+
+/// The file ranges a connection sent in its last response, to be dropped from the page cache
+/// with its next one (`fetch.cold.pages.keep` off). By then the client has read them: a
+/// consumer asks for more once it has the last response. A catch-up read then keeps
+/// reusing the pages it frees instead of taking new ones: in a VM that hands freed memory
+/// back to its host, the first touch of a new page costs a fault in the host, which made
+/// the consumer's copy of each byte cost 3 to 12 times more (BENCHMARKS change 30). At most
+/// one response's file parts (bounded by the request size).
+#[derive(Default)]
+pub struct SentCold {
+    ranges: Vec<Range>,
+    /// False: keep the pages (`fetch.cold.pages.keep`), and remember nothing.
+    pub drop_pages: bool,
+}
+
+impl SentCold {
+    /// A tracker that drops sent pages if `drop_pages`.
+    pub fn new(drop_pages: bool) -> SentCold {
+        SentCold {
+            ranges: Vec::new(),
+            drop_pages,
+        }
+    }
+
+    /// The ranges to drop now (those of the last response), forgetting them.
+    pub fn take(&mut self) -> Vec<Range> {
+        std::mem::take(&mut self.ranges)
+    }
+
+    /// Remembers the ranges of the response just sent.
+    pub fn sent(&mut self, ranges: impl Iterator<Item = Range>) {
+        if self.drop_pages {
+            self.ranges.extend(ranges);
         }
     }
 }
@@ -140,14 +261,18 @@ impl Drop for IdleIo {
 }
 
 fn advise_will_need(file: &File, position: u64, len: usize) -> std::io::Result<()> {
+    advise(file, position, len, PosixFadviseAdvice::POSIX_FADV_WILLNEED)
+}
+
+fn advise(
+    file: &File,
+    position: u64,
+    len: usize,
+    advice: PosixFadviseAdvice,
+) -> std::io::Result<()> {
     let offset = i64::try_from(position).map_err(std::io::Error::other)?;
     let len = i64::try_from(len).map_err(std::io::Error::other)?;
-    posix_fadvise(
-        file.as_raw_fd(),
-        offset,
-        len,
-        PosixFadviseAdvice::POSIX_FADV_WILLNEED,
-    )?;
+    posix_fadvise(file.as_raw_fd(), offset, len, advice)?;
     Ok(())
 }
 
@@ -231,6 +356,40 @@ pub(crate) mod tests {
         Arc::new(file)
     }
 
+    /// A range with one page missing in its middle is not resident, and asking does not read
+    /// that page in (no readahead started by the asking thread, a core in the broker).
+    #[test]
+    fn a_page_missing_mid_range_is_seen_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 4usize << 20;
+        let file = cold_file(dir.path(), len);
+        assert!(
+            cached_pages(&file, 0, len).is_some(),
+            "cachestat (Linux 6.5+) is unavailable"
+        );
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut &*file, &mut all).unwrap();
+        assert!(is_resident(&file, 0, len), "read but not resident");
+        let hole = (2u64 << 20) + (40 << 10);
+        for _ in 0..100 {
+            let _ = posix_fadvise(
+                file.as_raw_fd(),
+                hole as i64,
+                4096,
+                PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+            if !page_is_resident(&file, hole) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!page_is_resident(&file, hole), "page not dropped");
+        assert!(!is_resident(&file, 0, len), "hole not seen");
+        assert!(!is_resident(&file, hole, 1));
+        assert!(is_resident(&file, 0, 1 << 20), "the rest is still resident");
+        assert!(!page_is_resident(&file, hole), "asking read the page in");
+    }
+
     #[test]
     fn read_ahead_reads_the_range_in_the_background() {
         let dir = tempfile::tempdir().unwrap();
@@ -243,7 +402,7 @@ pub(crate) mod tests {
         let ahead = file.clone();
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
-                read_ahead(vec![(ahead, position, len)]).await;
+                read_ahead(Vec::new(), vec![(ahead, position, len)]).await;
                 // The reads go on after the call returns: give the disk up to 10 s.
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 while !page_is_resident(&file, position + len as u64 - 1) {
