@@ -1,6 +1,6 @@
 //! When any core last appended produced records, seen by every core.
 //!
-//! Why: reading ahead of a catch-up consumer (`page_cache::read_ahead`) keeps the disk busy
+//! Why: reading ahead of a catch-up consumer (`page_cache::start_reads`) keeps the disk busy
 //! between its fetches (catch-up consume: median 2,450 against 2,100 MB/s in alternating
 //! runs, noisy; docs/BENCHMARKS.md, change 23). But with acks=1 every append is a write the
 //! disk serves synchronously (it extends the file), and it waits behind every read the disk

@@ -112,7 +112,9 @@ pub async fn write_frame<S: AsyncWrite + Unpin>(
 /// the rest of the current part (a file part through a bounded buffer).
 ///
 /// `read_ahead`: whether file parts start reading the data that follows them
-/// ([`FileRange::read_ahead_bytes`]) for the next fetch.
+/// ([`FileRange::read_ahead_bytes`]) for the next fetch. `sent_cold`: the connection's record
+/// of the file ranges it sent last, whose pages are dropped now (unless it keeps them) and
+/// which then holds this response's.
 pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
     stream: &mut S,
     parts: &[Part],
@@ -239,7 +241,7 @@ async fn start_file_reads(
                 }),
         );
     }
-    crate::page_cache::read_ahead(sent_before, ranges).await;
+    crate::page_cache::start_reads(sent_before, ranges).await;
 }
 
 async fn send_file_range<S: AsyncWrite + AsRawFd + Unpin>(

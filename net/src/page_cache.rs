@@ -149,19 +149,20 @@ pub type Range = (Arc<File>, u64, usize);
 /// because `POSIX_FADV_WILLNEED` allocates the pages and submits the reads in the call,
 /// which took a core's time from the partitions it serves. Must run inside a glommio
 /// executor. Best effort.
-pub async fn read_ahead(sent: Vec<Range>, ranges: Vec<Range>) {
+pub async fn start_reads(sent: Vec<Range>, ranges: Vec<Range>) {
     if sent.is_empty() && ranges.iter().all(|(_, _, len)| *len == 0) {
         return;
     }
     let mut job = Box::pin(glommio::executor().spawn_blocking(move || {
         for (file, position, len) in &sent {
-            // A page still held by a socket buffer is skipped by the kernel, and stays.
-            advise(
+            // A page still held by a socket buffer is skipped by the kernel, and stays. Best
+            // effort, and no reason not to read what follows.
+            let _ = advise(
                 file,
                 *position,
                 *len,
                 PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-            )?;
+            );
         }
         let _idle = IdleIo::enter();
         for (file, position, len) in &ranges {
@@ -197,7 +198,7 @@ pub async fn read_ahead(sent: Vec<Range>, ranges: Vec<Range>) {
 pub struct SentCold {
     ranges: Vec<Range>,
     /// False: keep the pages (`fetch.cold.pages.keep`), and remember nothing.
-    pub drop_pages: bool,
+    drop_pages: bool,
 }
 
 impl SentCold {
@@ -391,7 +392,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn read_ahead_reads_the_range_in_the_background() {
+    fn start_reads_reads_the_range_in_the_background() {
         let dir = tempfile::tempdir().unwrap();
         let file = cold_file(dir.path(), 16 << 20);
         let (position, len) = (4u64 << 20, 4usize << 20);
@@ -402,7 +403,7 @@ pub(crate) mod tests {
         let ahead = file.clone();
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
-                read_ahead(Vec::new(), vec![(ahead, position, len)]).await;
+                start_reads(Vec::new(), vec![(ahead, position, len)]).await;
                 // The reads go on after the call returns: give the disk up to 10 s.
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 while !page_is_resident(&file, position + len as u64 - 1) {
