@@ -139,7 +139,7 @@ pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
             }
         }
     }
-    sent_cold.sent(file_parts(parts).map(|r| (r.file.clone(), r.position, r.len)));
+    sent_cold.sent(file_parts(parts).map(|r| (&r.file, r.position, r.len)));
     stream.flush().await
 }
 

@@ -16,7 +16,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use nix::errno::Errno;
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
@@ -194,9 +194,13 @@ pub async fn start_reads(sent: Vec<Range>, ranges: Vec<Range>) {
 /// back to its host, the first touch of a new page costs a fault in the host, which made
 /// the consumer's copy of each byte cost 3 to 12 times more (BENCHMARKS change 30). At most
 /// one response's file parts (bounded by the request size).
+///
+/// Holds the files weakly: a descriptor held here would keep a retired segment's file from
+/// being recycled or closed while the connection sits idle. Pages of a file nobody holds any
+/// more are not dropped (its segment is gone or going).
 #[derive(Default)]
 pub struct SentCold {
-    ranges: Vec<Range>,
+    ranges: Vec<(Weak<File>, u64, usize)>,
     /// False: keep the pages (`fetch.cold.pages.keep`), and remember nothing.
     drop_pages: bool,
 }
@@ -210,15 +214,20 @@ impl SentCold {
         }
     }
 
-    /// The ranges to drop now (those of the last response), forgetting them.
+    /// The ranges to drop now (those of the last response whose files are still open),
+    /// forgetting them.
     pub fn take(&mut self) -> Vec<Range> {
-        std::mem::take(&mut self.ranges)
+        self.ranges
+            .drain(..)
+            .filter_map(|(file, position, len)| Some((file.upgrade()?, position, len)))
+            .collect()
     }
 
     /// Remembers the ranges of the response just sent.
-    pub fn sent(&mut self, ranges: impl Iterator<Item = Range>) {
+    pub fn sent<'a>(&mut self, ranges: impl Iterator<Item = (&'a Arc<File>, u64, usize)>) {
         if self.drop_pages {
-            self.ranges.extend(ranges);
+            self.ranges
+                .extend(ranges.map(|(file, position, len)| (Arc::downgrade(file), position, len)));
         }
     }
 }
@@ -460,6 +469,30 @@ pub(crate) mod tests {
         let p = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) };
         assert!(p >= 0, "ioprio_get failed");
         p
+    }
+
+    /// Remembering a sent range does not keep its file open (a retired segment's file must
+    /// be free to recycle); a file still open comes back to be dropped, once.
+    #[test]
+    fn sent_ranges_hold_their_files_weakly() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = Arc::new(File::create(dir.path().join("kept")).unwrap());
+        let gone = Arc::new(File::create(dir.path().join("gone")).unwrap());
+        let mut sent = SentCold::new(true);
+        sent.sent([(&kept, 0, 10), (&gone, 5, 20)].into_iter());
+        assert_eq!(Arc::strong_count(&gone), 1, "held by the record");
+        drop(gone);
+        let back = sent.take();
+        assert_eq!(back.len(), 1);
+        assert!(Arc::ptr_eq(&back[0].0, &kept));
+        assert_eq!((back[0].1, back[0].2), (0, 10));
+        assert!(sent.take().is_empty(), "taken twice");
+        let mut keep = SentCold::new(false);
+        keep.sent([(&kept, 0, 10)].into_iter());
+        assert!(
+            keep.take().is_empty(),
+            "remembered with fetch.cold.pages.keep"
+        );
     }
 
     /// Reads started under the guard carry the idle class (the kernel takes a bio's
