@@ -471,9 +471,8 @@ mod tests {
         }
     }
 
-    /// With pages dropped after sending (the default), a file part's pages leave the page
-    /// cache when the connection answers its next request; with `fetch.cold.pages.keep`,
-    /// they stay.
+    /// With pages dropped after sending (`fetch.cold.pages.keep=false`), a file part's pages
+    /// leave the page cache when the connection answers its next request; kept, they stay.
     #[test]
     fn sent_file_pages_are_dropped_with_the_next_response() {
         use crate::page_cache::SentCold;

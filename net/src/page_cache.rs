@@ -188,11 +188,12 @@ pub async fn start_reads(sent: Vec<Range>, ranges: Vec<Range>) {
 }
 
 /// The file ranges a connection sent in its last response, to be dropped from the page cache
-/// with its next one (`fetch.cold.pages.keep` off). By then the client has read them: a
+/// with its next one (`fetch.cold.pages.keep=false`). By then the client has read them: a
 /// consumer asks for more once it has the last response. A catch-up read then keeps
 /// reusing the pages it frees instead of taking new ones: in a VM that hands freed memory
 /// back to its host, the first touch of a new page costs a fault in the host, which made
-/// the consumer's copy of each byte cost 3 to 12 times more (BENCHMARKS change 30). At most
+/// the consumer's copy of each byte cost 3 to 12 times more (BENCHMARKS change 30). It costs
+/// short catch-ups, though (about a quarter of their speed here), so it is off by default. At most
 /// one response's file parts (bounded by the request size).
 ///
 /// Holds the files weakly: a descriptor held here would keep a retired segment's file from
