@@ -136,6 +136,13 @@ mod tests {
     use super::*;
     use glommio::LocalExecutorBuilder;
 
+    /// Compares `bytes` with `expected` on a new thread, and drops them there.
+    fn same_and_dropped_elsewhere(bytes: Bytes, expected: Vec<u8>) -> bool {
+        std::thread::spawn(move || bytes[..] == expected[..])
+            .join()
+            .unwrap()
+    }
+
     /// A lent buffer's bytes read the same on another thread; dropped there, it comes back
     /// to its home thread and is dropped only by `release_returned`, there.
     #[test]
@@ -155,14 +162,10 @@ mod tests {
                 let weak = Rc::downgrade(&rc);
                 let bytes = lend(rc).slice(100..5000);
                 let expected: Vec<u8> = (100..5000).map(|i| (i % 251) as u8).collect();
-                let far = std::thread::spawn(move || {
-                    let same = bytes[..] == expected[..];
-                    drop(bytes);
-                    same
-                })
-                .join()
-                .unwrap();
-                assert!(far, "bytes differ on another thread");
+                assert!(
+                    same_and_dropped_elsewhere(bytes, expected),
+                    "bytes differ on another thread"
+                );
                 assert_eq!(returned_count(), 1);
                 assert!(weak.upgrade().is_some(), "dropped off its home thread");
                 release_returned();
@@ -197,14 +200,10 @@ mod tests {
                 let read = file.read_at(1000, 9000).await.unwrap();
                 let bytes = lend_read(read).slice(10..8000);
                 let expected = data[1010..9000].to_vec();
-                let far = std::thread::spawn(move || {
-                    let same = bytes[..] == expected[..];
-                    drop(bytes);
-                    same
-                })
-                .join()
-                .unwrap();
-                assert!(far, "bytes differ on another thread");
+                assert!(
+                    same_and_dropped_elsewhere(bytes, expected),
+                    "bytes differ on another thread"
+                );
                 assert_eq!(returned_count(), 1);
                 release_returned();
                 assert_eq!(returned_count(), 0);
