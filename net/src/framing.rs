@@ -224,24 +224,25 @@ async fn start_file_reads(
     read_ahead: bool,
     sent_before: Vec<crate::page_cache::Range>,
 ) {
-    let mut ranges: Vec<crate::page_cache::Range> = file_parts(parts)
+    let ranges: Vec<crate::page_cache::Range> = file_parts(parts)
         .filter(|r| !crate::page_cache::is_resident(&r.file, r.position, r.len))
         .map(|r| (r.file.clone(), r.position, r.len))
         .collect();
-    if read_ahead {
-        ranges.extend(
-            file_parts(parts)
-                .filter(|r| r.read_ahead_bytes > 0)
-                .map(|r| {
-                    (
-                        r.file.clone(),
-                        r.position + r.len as u64,
-                        r.read_ahead_bytes,
-                    )
-                }),
-        );
-    }
-    crate::page_cache::start_reads(sent_before, ranges).await;
+    let ahead: Vec<crate::page_cache::Range> = if read_ahead {
+        file_parts(parts)
+            .filter(|r| r.read_ahead_bytes > 0)
+            .map(|r| {
+                (
+                    r.file.clone(),
+                    r.position + r.len as u64,
+                    r.read_ahead_bytes,
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    crate::page_cache::start_reads(sent_before, ranges, ahead).await;
 }
 
 async fn send_file_range<S: AsyncWrite + AsRawFd + Unpin>(

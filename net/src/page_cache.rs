@@ -7,12 +7,11 @@
 //! first read into the page cache by the core's blocking thread (glommio's pool), and the
 //! core sends it once it is there.
 //!
-//! Those reads run at the idle I/O priority class ([`IdleIo`]). A produce with acks=1 answers
-//! once its O_DIRECT write is done, and a connection has one request in flight, so producer
-//! throughput follows the write latency. At the same class, a catch-up consumer's reads
-//! queued ahead of the appends: 100,000 records/s of producers fell to 47,000 and their p99
-//! to 3.6 s (docs/BENCHMARKS.md, change 28). With the reads idle, the block layer's
-//! scheduler (mq-deadline, bfq) sends them only while no write waits; alone they read as fast.
+//! Read-ahead, which nobody waits for yet, runs at the idle I/O priority class ([`IdleIo`]):
+//! the block layer's scheduler (mq-deadline, bfq) sends it only while no write waits, so it
+//! does not delay appends. Reads a fetch waits for keep the default class: an idle read may
+//! wait as long as writes keep coming (up to 10 s in mq-deadline), and a consumer whose
+//! fetch waited that long missed its heartbeats (docs/BENCHMARKS.md, change 28).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -127,10 +126,7 @@ fn byte_is_resident(file: &File, at: u64) -> bool {
 /// itself.
 pub async fn load(file: Arc<File>, position: u64, len: usize) {
     let result = glommio::executor()
-        .spawn_blocking(move || {
-            let _idle = IdleIo::enter();
-            load_blocking(&file, position, len)
-        })
+        .spawn_blocking(move || load_blocking(&file, position, len))
         .await;
     if let Err(e) = result {
         tracing::debug!(position, len, error = %e, "could not preload a segment range");
@@ -149,8 +145,8 @@ pub type Range = (Arc<File>, u64, usize);
 /// because `POSIX_FADV_WILLNEED` allocates the pages and submits the reads in the call,
 /// which took a core's time from the partitions it serves. Must run inside a glommio
 /// executor. Best effort.
-pub async fn start_reads(sent: Vec<Range>, ranges: Vec<Range>) {
-    if sent.is_empty() && ranges.iter().all(|(_, _, len)| *len == 0) {
+pub async fn start_reads(sent: Vec<Range>, ranges: Vec<Range>, ahead: Vec<Range>) {
+    if sent.is_empty() && ranges.iter().chain(&ahead).all(|(_, _, len)| *len == 0) {
         return;
     }
     let mut job = Box::pin(glommio::executor().spawn_blocking(move || {
@@ -164,8 +160,17 @@ pub async fn start_reads(sent: Vec<Range>, ranges: Vec<Range>) {
                 PosixFadviseAdvice::POSIX_FADV_DONTNEED,
             );
         }
-        let _idle = IdleIo::enter();
         for (file, position, len) in &ranges {
+            if *len > 0 {
+                advise_will_need(file, *position, *len)?;
+            }
+        }
+        // Only what nobody waits for yet reads at the idle class: the scheduler may hold an
+        // idle read for as long as writes keep coming (10 s in mq-deadline), and a fetch
+        // waiting that long held its connection, and the consumer's heartbeats, past the
+        // session timeout.
+        let _idle = IdleIo::enter();
+        for (file, position, len) in &ahead {
             if *len > 0 {
                 advise_will_need(file, *position, *len)?;
             }
@@ -413,7 +418,7 @@ pub(crate) mod tests {
         let ahead = file.clone();
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
-                start_reads(Vec::new(), vec![(ahead, position, len)]).await;
+                start_reads(Vec::new(), Vec::new(), vec![(ahead, position, len)]).await;
                 // The reads go on after the call returns: give the disk up to 10 s.
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 while !page_is_resident(&file, position + len as u64 - 1) {
