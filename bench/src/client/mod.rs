@@ -187,6 +187,55 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_linger_sends_at_once_and_batches_what_arrives_meanwhile() {
+        // As Kafka's linger.ms=0: a record is sent as soon as the sender is free, without
+        // waiting for its batch to fill or for a flush; records appended while a request is
+        // being written go out together in the next one.
+        let broker = fake(1, None);
+        let addr = broker.addr.clone();
+        let (first_acked, sizes) = block_on(move || async move {
+            let cluster = Cluster::connect(ClientConfig::new(&addr)).await.unwrap();
+            let sizes = Rc::new(RefCell::new(Vec::new()));
+            let s = sizes.clone();
+            let cfg = ProducerConfig {
+                batch_bytes: 1 << 20,
+                linger: std::time::Duration::ZERO,
+                acks: 1,
+                ..Default::default()
+            };
+            let on_ack: producer::AckCallback = Rc::new(move |b: &BatchAck<'_>| {
+                assert!(b.error.is_none(), "{:?}", b.error);
+                s.borrow_mut().push(b.record_count);
+            });
+            let p = Producer::new(cluster, "t", cfg, on_ack).await.unwrap();
+            p.send(None, None, Some(b"first"), &[], 0, 0).await.unwrap();
+            // No flush: the batch must leave on its own, far below batch_bytes.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while sizes.borrow().is_empty() && std::time::Instant::now() < deadline {
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let first_acked = sizes.borrow().clone();
+            for i in 1..=200u64 {
+                p.send(None, None, Some(&[b'v'; 100]), &[], 0, i)
+                    .await
+                    .unwrap();
+            }
+            p.close().await.unwrap();
+            (first_acked, sizes.borrow().clone())
+        })
+        .unwrap();
+        assert_eq!(
+            first_acked,
+            vec![1],
+            "a lone record was not sent on its own"
+        );
+        assert_eq!(sizes.iter().sum::<i32>(), 201);
+        // The 200 records were appended without the sender running in between: the first
+        // goes out alone (the sender was idle), the rest gather behind it.
+        assert!(sizes.len() <= 4, "one batch per record or so: {sizes:?}");
+    }
+
+    #[test]
     fn failed_batches_are_reported_as_errors_not_acks() {
         // Every 3rd batch fails with NOT_LEADER_OR_FOLLOWER.
         let broker = fake(1, Some((3, 6)));

@@ -1,6 +1,8 @@
 //! A batching producer for one topic. Records are appended into a per-partition
 //! [`BatchBuilder`]; a batch is sealed when full or after `linger`, then queued for the
-//! partition's leader. One sender task per leader packs ready batches (at most one per partition)
+//! partition's leader. With a zero `linger` (as Kafka's `linger.ms=0`) a batch is sent as soon
+//! as its leader's sender can take it: it grows only while the sender waits for a free
+//! in-flight slot, so batches grow with the load instead of waiting to fill. One sender task per leader packs ready batches (at most one per partition)
 //! into a Produce request and pipelines up to `max_in_flight` of them on its connection; an
 //! acker task per leader reads the responses in order and reports each batch through the
 //! `on_ack` callback. Buffered bytes are bounded by `max_buffer_bytes` (senders wait).
@@ -32,7 +34,7 @@ pub struct ProducerConfig {
     pub acks: i16,
     /// Seal a partition's batch at this many bytes.
     pub batch_bytes: usize,
-    /// Seal a non-full batch after this long.
+    /// Seal a non-full batch after this long; zero sends it as soon as the sender is free.
     pub linger: Duration,
     /// Codec for batches.
     pub compression: Compression,
@@ -100,6 +102,14 @@ struct PartitionState {
     payload_bytes: u64,
 }
 
+/// The way to one leader's sender task.
+struct LeaderQueue {
+    tx: LocalSender<ReadyBatch>,
+    /// The sender waits for a batch (nothing sealed is queued and no request is being
+    /// written), so with a zero linger the next record's batch is sealed for it at once.
+    idle: Rc<Cell<bool>>,
+}
+
 struct InFlight {
     response: Option<ResponseFuture<ProduceRequest>>,
     batches: Vec<ReadyBatch>,
@@ -113,7 +123,7 @@ pub struct Producer {
     partitions: RefCell<Vec<PartitionState>>,
     partitioner: RefCell<Partitioner>,
     /// One queue (and sender/acker task pair) per leader node.
-    queues: RefCell<HashMap<i32, LocalSender<ReadyBatch>>>,
+    queues: RefCell<HashMap<i32, LeaderQueue>>,
     refreshing: Cell<bool>,
     buffer: Rc<Semaphore>,
     on_ack: AckCallback,
@@ -196,10 +206,17 @@ impl Producer {
             return Ok(()); // started by someone else while we connected
         }
         let (tx, rx) = local_channel::new_unbounded();
-        self.queues.borrow_mut().insert(leader, tx);
+        let idle = Rc::new(Cell::new(false));
+        self.queues.borrow_mut().insert(
+            leader,
+            LeaderQueue {
+                tx,
+                idle: idle.clone(),
+            },
+        );
         let (inflight_tx, inflight_rx) = local_channel::new_bounded(64);
-        let t1 =
-            glommio::spawn_local(sender_loop(self.clone(), leader, conn, rx, inflight_tx)).detach();
+        let sender = sender_loop(self.clone(), leader, conn, rx, inflight_tx, idle);
+        let t1 = glommio::spawn_local(sender).detach();
         let t2 = glommio::spawn_local(acker_loop(self.clone(), inflight_rx)).detach();
         self.tasks.borrow_mut().extend([t1, t2]);
         Ok(())
@@ -310,7 +327,9 @@ impl Producer {
             st.tags.push(tag);
             st.buffer_units += units;
             st.payload_bytes += (key.map_or(0, |k| k.len()) + value.map_or(0, |v| v.len())) as u64;
-            if st.builder.size_bytes() >= self.cfg.batch_bytes {
+            if st.builder.size_bytes() >= self.cfg.batch_bytes
+                || (self.cfg.linger.is_zero() && self.take_idle_sender(st.leader))
+            {
                 sealed.push(seal(partition, st)?);
             }
         }
@@ -318,6 +337,32 @@ impl Producer {
             self.enqueue(b);
         }
         Ok(partition)
+    }
+
+    /// Whether `leader`'s sender waits for a batch; if so it is marked busy, as the caller is
+    /// about to hand it one (later records then gather until the sender comes back for them).
+    fn take_idle_sender(&self, leader: i32) -> bool {
+        self.queues
+            .borrow()
+            .get(&leader)
+            .is_some_and(|q| q.idle.replace(false))
+    }
+
+    /// Seals the open batches of `leader`'s partitions (a zero linger: the sender is free).
+    fn seal_open_of(&self, leader: i32) -> Result<()> {
+        let mut sealed = Vec::new();
+        {
+            let mut parts = self.partitions.borrow_mut();
+            for (i, st) in parts.iter_mut().enumerate() {
+                if st.leader == leader && !st.builder.is_empty() {
+                    sealed.push(seal(i as i32, st)?);
+                }
+            }
+        }
+        for b in sealed {
+            self.enqueue(b);
+        }
+        Ok(())
     }
 
     /// Whether a record of `size` bytes would overflow the partition's open batch.
@@ -347,7 +392,7 @@ impl Producer {
         };
         // Fails only after `close` stopped the sender task; hand the bytes back and report.
         if let Err(glommio::GlommioError::Closed(glommio::ResourceType::Channel(b))) =
-            q.try_send(batch)
+            q.tx.try_send(batch)
         {
             {
                 let err = ClientError::Closed("producer".into());
@@ -453,9 +498,15 @@ async fn sender_loop(
     mut conn: Rc<Connection>,
     rx: LocalReceiver<ReadyBatch>,
     inflight: LocalSender<InFlight>,
+    idle: Rc<Cell<bool>>,
 ) {
     let mut deferred: Vec<ReadyBatch> = Vec::new();
+    let linger_zero = producer.cfg.linger.is_zero();
     loop {
+        if linger_zero {
+            // What gathered while the last request was written or waited for a slot.
+            let _ = producer.seal_open_of(leader);
+        }
         // Gather: deferred first, then whatever is queued, one batch per partition.
         let mut batches: Vec<ReadyBatch> = Vec::new();
         let mut bytes = 0usize;
@@ -472,7 +523,16 @@ async fn sender_loop(
         }
         deferred = next_deferred;
         if batches.is_empty() {
-            match rx.recv().await {
+            let next = match futures_lite::future::poll_once(rx.recv()).await {
+                Some(next) => next,
+                None => {
+                    idle.set(true);
+                    let next = rx.recv().await;
+                    idle.set(false);
+                    next
+                }
+            };
+            match next {
                 Some(b) => {
                     bytes += b.data.len();
                     batches.push(b);

@@ -117,7 +117,8 @@ pub struct LoadArgs {
     /// Batch size in bytes per partition.
     #[arg(long, default_value_t = 16384)]
     pub batch_bytes: usize,
-    /// Linger in milliseconds.
+    /// Linger in milliseconds; 0 sends each batch as soon as its connection can take a
+    /// request (Kafka's linger.ms=0), so batches grow with the load.
     #[arg(long, default_value_t = 5.0)]
     pub linger_ms: f64,
     /// none, gzip, snappy, lz4 or zstd.
