@@ -90,6 +90,9 @@ def test_bench_produce_counts_records(broker, topic_name):
     assert r.returncode == 0, (r.stdout + r.stderr).decode()[-3000:]
     report = json.loads(r.stdout)
     assert report["records"] == 50000 and report["errors"] == 0 and report["records_per_sec"] > 0
+    # The request's share of each record's latency cannot exceed the whole.
+    total_ms, request_ms = report["latency_ms"], report["request_latency_ms"]
+    assert 0 < request_ms["p50"] <= total_ms["max"] and request_ms["max"] <= total_ms["max"] + 0.01
     # The broker holds exactly what the tool says it sent.
     total = 0
     md = json.loads(kcat("-b", broker.bootstrap, "-L", "-J", "-t", topic_name).stdout)

@@ -205,6 +205,8 @@ mod tests {
             };
             let on_ack: producer::AckCallback = Rc::new(move |b: &BatchAck<'_>| {
                 assert!(b.error.is_none(), "{:?}", b.error);
+                let written = b.written_at.expect("an acknowledged batch was written");
+                assert!(written <= std::time::Instant::now());
                 s.borrow_mut().push(b.record_count);
             });
             let p = Producer::new(cluster, "t", cfg, on_ack).await.unwrap();

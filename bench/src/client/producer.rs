@@ -77,6 +77,10 @@ pub struct BatchAck<'a> {
     pub tags: &'a [u64],
     /// `None` if the broker stored the batch.
     pub error: Option<&'a ClientError>,
+    /// When the request carrying the batch was written to the connection (`None` if it never
+    /// was): the time from here to the report is the broker's and the network's share of the
+    /// latency, without the wait to fill or send the batch.
+    pub written_at: Option<Instant>,
 }
 
 /// Callback receiving each batch outcome.
@@ -91,6 +95,7 @@ struct ReadyBatch {
     payload_bytes: u64,
     /// Units of `Producer::buffer` held by the records of this batch.
     buffer_units: u64,
+    written_at: Option<Instant>,
 }
 
 struct PartitionState {
@@ -455,6 +460,7 @@ impl Producer {
             payload_bytes: b.payload_bytes,
             tags: &b.tags,
             error,
+            written_at: b.written_at,
         });
     }
 }
@@ -476,6 +482,7 @@ fn seal(partition: i32, st: &mut PartitionState) -> Result<ReadyBatch> {
         tags: std::mem::take(&mut st.tags),
         buffer_units: std::mem::take(&mut st.buffer_units),
         payload_bytes: std::mem::take(&mut st.payload_bytes),
+        written_at: None,
     })
 }
 
@@ -587,6 +594,10 @@ async fn sender_loop(
         };
         match sent {
             Ok(response) => {
+                let written_at = Some(Instant::now());
+                for b in &mut batches {
+                    b.written_at = written_at;
+                }
                 if inflight.send(InFlight { response, batches }).await.is_err() {
                     return;
                 }

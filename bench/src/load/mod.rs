@@ -434,6 +434,7 @@ fn run_produce(a: &ProduceArgs) -> Result<Summary> {
             .saturating_duration_since(measured_from(clock, start, r.ready_at))
             .as_secs_f64(),
         latency_ms: LatencyMs::from_histogram(&r.hist),
+        request_latency_ms: Some(LatencyMs::from_histogram(&r.request_hist)),
         target_rate: spec.rate,
         first_error: r.first_error,
         series,

@@ -109,6 +109,11 @@ pub struct Summary {
     pub mb_per_sec: f64,
     /// Latency: produce = send (scheduled time with --rate) to ack; e2e = send to receive.
     pub latency_ms: LatencyMs,
+    /// Produce: from the request being written to its acknowledgment, per record. The
+    /// broker's and the network's share of `latency_ms`, without the wait to fill and send a
+    /// batch (linger, batch size, requests in flight ahead of it in the client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_latency_ms: Option<LatencyMs>,
     /// Target rate, if open loop.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_rate: Option<f64>,
@@ -157,6 +162,15 @@ impl Summary {
                 l.p9999,
                 l.max,
                 l.mean
+            );
+        }
+        if let Some(l) = self.request_latency_ms.as_ref().filter(|l| l.max > 0.0) {
+            outln!(
+                "  of which request ms (written to acknowledged): p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+                l.p50,
+                l.p99,
+                l.p999,
+                l.max
             );
         }
         if let Some(v) = &self.verify {

@@ -79,6 +79,8 @@ pub struct ProduceSpec {
 pub struct ProduceResult {
     /// Ack latency in µs (not filled in e2e mode).
     pub hist: Histogram<u64>,
+    /// Request latency in µs per record: written to acknowledged (not filled in e2e mode).
+    pub request_hist: Histogram<u64>,
     /// Acknowledged records after warm-up.
     pub records: u64,
     /// Their payload bytes.
@@ -99,6 +101,7 @@ impl ProduceResult {
     fn new() -> Self {
         Self {
             hist: new_histogram(),
+            request_hist: new_histogram(),
             records: 0,
             bytes: 0,
             errors: 0,
@@ -111,6 +114,7 @@ impl ProduceResult {
     /// Merges another executor's result.
     pub fn merge(&mut self, o: ProduceResult) {
         let _ = self.hist.add(&o.hist);
+        let _ = self.request_hist.add(&o.request_hist);
         self.records += o.records;
         self.bytes += o.bytes;
         self.errors += o.errors;
@@ -364,6 +368,10 @@ async fn producer_task(
                 let now_ns = clock.ns(now);
                 let max_us = record_latencies(&mut r.hist, now_ns, b.tags);
                 progress.latency_max_us.fetch_max(max_us, Ordering::Relaxed);
+                if let Some(written) = b.written_at {
+                    let us = now.saturating_duration_since(written).as_micros() as u64;
+                    r.request_hist.saturating_record_n(us, n);
+                }
             }
         })
     };
