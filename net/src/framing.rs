@@ -111,8 +111,11 @@ pub async fn write_frame<S: AsyncWrite + Unpin>(
 /// `sendfile`. When the socket is full, the stream's own write (which waits for room) takes
 /// the rest of the current part (a file part through a bounded buffer).
 ///
-/// `read_ahead`: whether file parts start reading the data that follows them
-/// ([`FileRange::read_ahead_bytes`]) for the next fetch. `sent_cold`: the connection's record
+/// `read_ahead`: whether no producer writes now. Then all cold file parts start reading at
+/// once, with the data that follows them ([`FileRange::read_ahead_bytes`]) for the next
+/// fetch. Otherwise each cold part is read when it is sent, a step at a time
+/// ([`crate::page_cache::load`]), so appends never queue behind more than a step or two of
+/// reads. `sent_cold`: the connection's record
 /// of the file ranges it sent last, whose pages are dropped now (unless it keeps them) and
 /// which then holds this response's.
 pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
@@ -126,7 +129,7 @@ pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
     while i < parts.len() {
         match &parts[i] {
             Part::File(range) => {
-                send_file_range(stream, range).await?;
+                send_file_range(stream, range, !read_ahead).await?;
                 i += 1;
             }
             Part::Memory(_) => {
@@ -214,45 +217,49 @@ async fn send_memory_parts<S: AsyncWrite + AsRawFd + Unpin>(
 /// Bytes copied through memory at a time when a file part meets a full socket.
 const FILE_COPY_CHUNK_BYTES: usize = 256 << 10;
 
-/// Starts reading, in the background, every file part of a response that is not in the page
-/// cache, then (with `read_ahead`) the data after each part. All at once, before the first
-/// part is sent: the disk then has every range of the response to work on together, instead
-/// of one range (and its read-ahead) at a time while the parts go out in order (a catch-up
-/// consumer read 1.0 to 1.2 GB/s that way, with about 5 reads in flight).
+/// With `read_ahead` (no producer writes): starts reading, in the background, every file part
+/// of a response that is not in the page cache, then the data after each part. All at once,
+/// before the first part is sent: the disk then has every range of the response to work on
+/// together, instead of one range (and its read-ahead) at a time while the parts go out in
+/// order (a catch-up consumer read 1.0 to 1.2 GB/s that way, with about 5 reads in flight).
+/// Without, only drops `sent_before` (if asked to): the parts are read as they are sent, a
+/// step at a time, so the appends do not queue behind them.
 async fn start_file_reads(
     parts: &[Part],
     read_ahead: bool,
     sent_before: Vec<crate::page_cache::Range>,
 ) {
+    if !read_ahead {
+        // Producers write: the parts are read one step at a time as they are sent.
+        crate::page_cache::start_reads(sent_before, Vec::new(), Vec::new()).await;
+        return;
+    }
     let ranges: Vec<crate::page_cache::Range> = file_parts(parts)
         .filter(|r| !crate::page_cache::is_resident(&r.file, r.position, r.len))
         .map(|r| (r.file.clone(), r.position, r.len))
         .collect();
-    let ahead: Vec<crate::page_cache::Range> = if read_ahead {
-        file_parts(parts)
-            .filter(|r| r.read_ahead_bytes > 0)
-            .map(|r| {
-                (
-                    r.file.clone(),
-                    r.position + r.len as u64,
-                    r.read_ahead_bytes,
-                )
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let ahead: Vec<crate::page_cache::Range> = file_parts(parts)
+        .filter(|r| r.read_ahead_bytes > 0)
+        .map(|r| {
+            (
+                r.file.clone(),
+                r.position + r.len as u64,
+                r.read_ahead_bytes,
+            )
+        })
+        .collect();
     crate::page_cache::start_reads(sent_before, ranges, ahead).await;
 }
 
 async fn send_file_range<S: AsyncWrite + AsRawFd + Unpin>(
     stream: &mut S,
     range: &FileRange,
+    paced: bool,
 ) -> std::io::Result<()> {
     if !crate::page_cache::is_resident(&range.file, range.position, range.len) {
         // Cold: sendfile would wait for the disk with the whole core; the core's blocking
         // thread waits instead (see `page_cache`).
-        crate::page_cache::load(range.file.clone(), range.position, range.len).await;
+        crate::page_cache::load(range.file.clone(), range.position, range.len, paced).await;
     }
     let mut offset = range.position as i64;
     let mut left = range.len;
@@ -423,8 +430,9 @@ mod tests {
         assert!(got == expected, "bytes differ");
     }
 
-    /// Every cold file part of a response, and with read-ahead what follows each, is being
-    /// read before the first part is sent; without read-ahead, only the parts.
+    /// With no producer writing (`read_ahead`), every cold file part of a response and what
+    /// follows each is being read before the first part is sent. While producers write,
+    /// nothing is: each part is read a step at a time when it is sent.
     #[test]
     fn file_parts_are_all_read_before_the_first_is_sent() {
         use crate::page_cache::tests::{cold_file, page_is_resident};
@@ -445,28 +453,29 @@ mod tests {
                 Part::Memory(Bytes::from_static(b"x")),
                 part(8 * mib),
             ];
-            let mut wanted = vec![0, mib - 1, 8 * mib, 9 * mib - 1];
-            if read_ahead {
-                wanted.extend([3 * mib - 1, 11 * mib - 1]);
-            }
+            let wanted = [0, mib - 1, 8 * mib, 9 * mib - 1, 3 * mib - 1, 11 * mib - 1];
             let probe = file.clone();
             glommio::LocalExecutorBuilder::default()
                 .spawn(move || async move {
                     start_file_reads(&parts, read_ahead, Vec::new()).await;
                     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                    while !wanted.iter().all(|&at| page_is_resident(&probe, at as u64)) {
-                        assert!(std::time::Instant::now() < deadline, "parts not read");
-                        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+                    let read = || wanted.iter().all(|&at| page_is_resident(&probe, at as u64));
+                    if read_ahead {
+                        while !read() {
+                            assert!(std::time::Instant::now() < deadline, "parts not read");
+                            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+                        }
+                    } else {
+                        glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+                        assert!(
+                            !page_is_resident(&probe, (8 * mib) as u64),
+                            "a later part was read ahead of its turn"
+                        );
                     }
                 })
                 .unwrap()
                 .join()
                 .unwrap();
-            assert_eq!(
-                page_is_resident(&file, (11 * mib - 1) as u64),
-                read_ahead,
-                "read-ahead {read_ahead}"
-            );
             // Nothing far past the parts.
             assert!(!page_is_resident(&file, (14 * mib) as u64));
         }

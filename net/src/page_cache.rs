@@ -119,14 +119,23 @@ fn byte_is_resident(file: &File, at: u64) -> bool {
     n == 1
 }
 
+/// While producers write, a cold read goes to the disk this much at a time, with the next
+/// step started while one is waited for: at most two steps in flight per core. With the
+/// whole range started at once (a response's parts, several MiB), every acks=1 append queued
+/// behind those reads in the disk: producers beside a catch-up consumer saw end-to-end p99 of
+/// 3.2 to 3.7 s (BENCHMARKS.md, change 33).
+pub const PACED_READ_STEP_BYTES: usize = 512 << 10;
+
 /// Reads `[position, position + len)` into the page cache on the core's blocking thread and
-/// waits for it, without copying the data anywhere: the reads are started at once
-/// (`POSIX_FADV_WILLNEED`), then waited for by a `sendfile` to `/dev/null`. Must run inside a
+/// waits for it, without copying the data anywhere: the reads are started
+/// (`POSIX_FADV_WILLNEED`), then waited for by a `sendfile` to `/dev/null`. All at once, or
+/// with `paced` (producers write) [`PACED_READ_STEP_BYTES`] at a time. Must run inside a
 /// glommio executor. Best effort: an error only means the caller's `sendfile` reads the disk
 /// itself.
-pub async fn load(file: Arc<File>, position: u64, len: usize) {
+pub async fn load(file: Arc<File>, position: u64, len: usize, paced: bool) {
+    let step = if paced { PACED_READ_STEP_BYTES } else { len };
     let result = glommio::executor()
-        .spawn_blocking(move || load_blocking(&file, position, len))
+        .spawn_blocking(move || load_blocking(&file, position, len, step))
         .await;
     if let Err(e) = result {
         tracing::debug!(position, len, error = %e, "could not preload a segment range");
@@ -292,26 +301,47 @@ fn advise(
     Ok(())
 }
 
-fn load_blocking(file: &File, position: u64, len: usize) -> std::io::Result<()> {
+/// Loads the range `step` bytes at a time: the reads of a step start (with the next step's
+/// while it is waited for), then a `sendfile` to `/dev/null` waits for them.
+fn load_blocking(file: &File, position: u64, len: usize, step: usize) -> std::io::Result<()> {
+    let step = step.max(1);
+    let end = position + len as u64;
+    advise_will_need(file, position, step.min(len))?;
+    let mut at = position;
+    // Bounded: each pass moves `at` on by at least one byte.
+    while at < end {
+        let step_end = (at + step as u64).min(end);
+        if step_end < end {
+            advise_will_need(file, step_end, step.min((end - step_end) as usize))?;
+        }
+        if !wait_for_pages(file, at, (step_end - at) as usize)? {
+            break;
+        }
+        at = step_end;
+    }
+    Ok(())
+}
+
+/// Waits until `[position, position + len)` is in the page cache, by sending it to
+/// `/dev/null`. False if the file ended first (truncated meanwhile: the caller reports it).
+fn wait_for_pages(file: &File, position: u64, len: usize) -> std::io::Result<bool> {
     static DEV_NULL: OnceLock<std::io::Result<File>> = OnceLock::new();
     let null = match DEV_NULL.get_or_init(|| File::options().write(true).open("/dev/null")) {
         Ok(f) => f,
         Err(e) => return Err(std::io::Error::new(e.kind(), e.to_string())),
     };
-    // Start every read of the range now, so the disk sees them together.
-    advise_will_need(file, position, len)?;
     let mut offset = i64::try_from(position).map_err(std::io::Error::other)?;
     let mut left = len;
     // Bounded: every pass moves at least one byte, or ends the loop.
     while left > 0 {
         match sendfile64(null, file, Some(&mut offset), left) {
-            Ok(0) => break, // the file is shorter (truncated meanwhile): the caller reports it
+            Ok(0) => return Ok(false),
             Ok(n) => left -= n.min(left),
             Err(Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -439,10 +469,17 @@ pub(crate) mod tests {
 
     #[test]
     fn load_brings_a_dropped_range_back() {
+        // All at once, and a step at a time (producers write): the whole range either way,
+        // including a last step shorter than the others.
+        for paced in [false, true] {
+            load_brings_back(paced, (1 << 20) + 4096, 2 * PACED_READ_STEP_BYTES + 8192);
+        }
+    }
+
+    fn load_brings_back(paced: bool, position: u64, range_len: usize) {
         let dir = tempfile::tempdir().unwrap();
-        let len = 4 << 20;
+        let len = 8 << 20;
         let file = cold_file(dir.path(), len);
-        let (position, range_len) = (1 << 20, 2 << 20);
         assert!(
             !is_resident(&file, position, range_len),
             "range still cached"
@@ -454,7 +491,7 @@ pub(crate) mod tests {
         let loaded = file.clone();
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
-                load(loaded, position, range_len).await;
+                load(loaded, position, range_len, paced).await;
                 // The blocking thread's other work keeps its own I/O priority.
                 let after = glommio::executor().spawn_blocking(io_priority).await;
                 assert_ne!(after >> IOPRIO_CLASS_SHIFT, IOPRIO_CLASS_IDLE, "left idle");
@@ -462,7 +499,10 @@ pub(crate) mod tests {
             .unwrap()
             .join()
             .unwrap();
-        assert!(is_resident(&file, position, range_len), "range not loaded");
+        assert!(
+            is_resident(&file, position, range_len),
+            "range not loaded (paced {paced})"
+        );
         // Only the range was read (readahead may add a little past it, not the whole file).
         assert!(
             !is_resident(&file, len as u64 - 1, 1),
