@@ -121,12 +121,13 @@ pub async fn serve(
                 }
             }
             Ok(Ok(Reply::Parts(parts))) => {
-                // Only while no producer writes: reads queued ahead delay every append.
-                let read_ahead = ctx
+                // Reads queued ahead delay every append: cold parts are read all at once (and
+                // ahead) only while no producer writes, a step at a time otherwise.
+                let appends_quiet = ctx
                     .appends
                     .quiet_for(crate::disk_activity::READ_AHEAD_QUIET_MS);
                 if let Err(e) =
-                    write_frame_parts(&mut stream, &parts, read_ahead, &mut sent_cold).await
+                    write_frame_parts(&mut stream, &parts, appends_quiet, &mut sent_cold).await
                 {
                     tracing::debug!(%peer, error = %e, "write failed");
                     break;

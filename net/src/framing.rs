@@ -111,25 +111,24 @@ pub async fn write_frame<S: AsyncWrite + Unpin>(
 /// `sendfile`. When the socket is full, the stream's own write (which waits for room) takes
 /// the rest of the current part (a file part through a bounded buffer).
 ///
-/// `read_ahead`: whether no producer writes now. Then all cold file parts start reading at
+/// `appends_quiet`: whether no producer writes now. Then all cold file parts start reading at
 /// once, with the data that follows them ([`FileRange::read_ahead_bytes`]) for the next
 /// fetch. Otherwise each cold part is read when it is sent, a step at a time
 /// ([`crate::page_cache::load`]), so appends never queue behind more than a step or two of
-/// reads. `sent_cold`: the connection's record
-/// of the file ranges it sent last, whose pages are dropped now (unless it keeps them) and
-/// which then holds this response's.
+/// reads. `sent_cold`: the connection's record of the file ranges it sent last, whose pages
+/// are dropped now (unless it keeps them) and which then holds this response's.
 pub async fn write_frame_parts<S: AsyncWrite + AsRawFd + Unpin>(
     stream: &mut S,
     parts: &[Part],
-    read_ahead: bool,
+    appends_quiet: bool,
     sent_cold: &mut crate::page_cache::SentCold,
 ) -> std::io::Result<()> {
-    start_file_reads(parts, read_ahead, sent_cold.take()).await;
+    start_file_reads(parts, appends_quiet, sent_cold.take()).await;
     let mut i = 0;
     while i < parts.len() {
         match &parts[i] {
             Part::File(range) => {
-                send_file_range(stream, range, !read_ahead).await?;
+                send_file_range(stream, range, !appends_quiet).await?;
                 i += 1;
             }
             Part::Memory(_) => {
@@ -217,8 +216,8 @@ async fn send_memory_parts<S: AsyncWrite + AsRawFd + Unpin>(
 /// Bytes copied through memory at a time when a file part meets a full socket.
 const FILE_COPY_CHUNK_BYTES: usize = 256 << 10;
 
-/// With `read_ahead` (no producer writes): starts reading, in the background, every file part
-/// of a response that is not in the page cache, then the data after each part. All at once,
+/// With `appends_quiet` (no producer writes): starts reading, in the background, every file
+/// part of a response that is not in the page cache, then the data after each part. All at once,
 /// before the first part is sent: the disk then has every range of the response to work on
 /// together, instead of one range (and its read-ahead) at a time while the parts go out in
 /// order (a catch-up consumer read 1.0 to 1.2 GB/s that way, with about 5 reads in flight).
@@ -226,10 +225,10 @@ const FILE_COPY_CHUNK_BYTES: usize = 256 << 10;
 /// step at a time, so the appends do not queue behind them.
 async fn start_file_reads(
     parts: &[Part],
-    read_ahead: bool,
+    appends_quiet: bool,
     sent_before: Vec<crate::page_cache::Range>,
 ) {
-    if !read_ahead {
+    if !appends_quiet {
         // Producers write: the parts are read one step at a time as they are sent.
         crate::page_cache::start_reads(sent_before, Vec::new(), Vec::new()).await;
         return;
@@ -430,14 +429,14 @@ mod tests {
         assert!(got == expected, "bytes differ");
     }
 
-    /// With no producer writing (`read_ahead`), every cold file part of a response and what
+    /// With no producer writing (`appends_quiet`), every cold file part of a response and what
     /// follows each is being read before the first part is sent. While producers write,
     /// nothing is: each part is read a step at a time when it is sent.
     #[test]
     fn file_parts_are_all_read_before_the_first_is_sent() {
         use crate::page_cache::tests::{cold_file, page_is_resident};
         let mib = 1usize << 20;
-        for read_ahead in [true, false] {
+        for appends_quiet in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let file = cold_file(dir.path(), 16 * mib);
             let part = |position: usize| {
@@ -457,10 +456,10 @@ mod tests {
             let probe = file.clone();
             glommio::LocalExecutorBuilder::default()
                 .spawn(move || async move {
-                    start_file_reads(&parts, read_ahead, Vec::new()).await;
+                    start_file_reads(&parts, appends_quiet, Vec::new()).await;
                     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                     let read = || wanted.iter().all(|&at| page_is_resident(&probe, at as u64));
-                    if read_ahead {
+                    if appends_quiet {
                         while !read() {
                             assert!(std::time::Instant::now() < deadline, "parts not read");
                             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;

@@ -2,7 +2,8 @@
 //! [`BatchBuilder`]; a batch is sealed when full or after `linger`, then queued for the
 //! partition's leader. With a zero `linger` (as Kafka's `linger.ms=0`) a batch is sent as soon
 //! as its leader's sender can take it: it grows only while the sender waits for a free
-//! in-flight slot, so batches grow with the load instead of waiting to fill. One sender task per leader packs ready batches (at most one per partition)
+//! in-flight slot, so batches grow with the load instead of waiting to fill. One sender task
+//! per leader packs ready batches (at most one per partition)
 //! into a Produce request and pipelines up to `max_in_flight` of them on its connection; an
 //! acker task per leader reads the responses in order and reports each batch through the
 //! `on_ack` callback. Buffered bytes are bounded by `max_buffer_bytes` (senders wait).
