@@ -123,7 +123,7 @@ fn byte_is_resident(file: &File, at: u64) -> bool {
 /// step started while one is waited for: at most two steps in flight per core. With the
 /// whole range started at once (a response's parts, several MiB), every acks=1 append queued
 /// behind those reads in the disk: producers beside a catch-up consumer saw end-to-end p99 of
-/// 2.7 to 3.4 s. Medians of runs alternated in one spell: 1.66 s in steps of 512 KiB, 0.43 s
+/// 2.7 to 3.4 s. Medians of runs alternated in one spell: 1.66 s in steps of 512 KiB, 0.44 s
 /// in steps of 256 KiB (the disk's read request size here), 0.1 s in steps of 128 KiB but with
 /// the catch-up a little slower; 256 KiB kept (BENCHMARKS.md, change 33).
 pub const PACED_READ_STEP_BYTES: usize = 256 << 10;
