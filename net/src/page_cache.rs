@@ -306,6 +306,10 @@ fn advise(
 /// Loads the range `step` bytes at a time: the reads of a step start (with the next step's
 /// while it is waited for), then a `sendfile` to `/dev/null` waits for them.
 fn load_blocking(file: &File, position: u64, len: usize, step: usize) -> std::io::Result<()> {
+    if len == 0 {
+        // `posix_fadvise` reads a zero length as "to the end of the file".
+        return Ok(());
+    }
     let step = step.max(1);
     let end = position + len as u64;
     advise_will_need(file, position, step.min(len))?;

@@ -269,11 +269,13 @@ def test_long_lived_connection_keeps_being_served(broker_factory):
 
 
 def test_tail_cache_is_bounded_per_core_not_per_partition(broker_factory, topic_name):
-    """The tail cache is a per-core budget shared by the core's partitions: writing 3 MiB to
-    each of 100 partitions with a 16 MiB budget per core must not keep 300 MiB in memory (a
+    """The tail cache is a per-core budget shared by the core's partitions: writing 5 MiB to
+    each of 100 partitions with a 16 MiB budget per core must not keep 500 MiB in memory (a
     cache sized per partition would), and every record stays readable from disk."""
-    partitions, records, size = 100, 300_000, 1024
-    broker = broker_factory(extra_args=["--set", f"tail.cache.bytes.per.core={16 << 20}"])
+    partitions, records, size, cores = 100, 500_000, 1024, 2
+    broker = broker_factory(
+        extra_args=["--cores", str(cores), "--set", f"tail.cache.bytes.per.core={16 << 20}"]
+    )
     rss_before = broker_rss_kib(broker.proc.pid)
     out = subprocess.run(
         [gregor_bin(), "bench", "produce", "--bootstrap", broker.bootstrap, "--topic", topic_name,
@@ -284,10 +286,13 @@ def test_tail_cache_is_bounded_per_core_not_per_partition(broker_factory, topic_
     assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
     grown_mib = (broker_rss_kib(broker.proc.pid) - rss_before) / 1024
     written_mib = records * size / (1 << 20)
-    # Budget 2 cores x 16 MiB, plus buffers in flight and allocator slack: 20 to 50 MiB on a
-    # quiet machine, 129 once on a slow CI disk. A cache per partition would keep about
-    # 300 MiB, so half of that is the line.
-    assert grown_mib < 150, f"broker RSS grew {grown_mib:.0f} MiB after {written_mib:.0f} MiB written"
+    # What the broker may keep after the load: per core, the cache budget (16 MiB) and the
+    # idle request buffers it pools (request_pool.rs, at most 64 MiB), plus allocator slack.
+    # Seen: 20 to 50 MiB on a quiet machine, 129 and 161 on a slow CI disk (3 MiB per
+    # partition then). A cache per partition would keep about 500 MiB.
+    bound_mib = cores * (16 + 64) + 50
+    print(f"broker RSS grew {grown_mib:.0f} MiB (bound {bound_mib}) after {written_mib:.0f} MiB written")
+    assert grown_mib < bound_mib, f"broker RSS grew {grown_mib:.0f} MiB after {written_mib:.0f} MiB written"
     ends = end_offsets(broker.bootstrap, topic_name, range(partitions))
     assert sum(ends.values()) == records, ends
     c = Consumer({"bootstrap.servers": broker.bootstrap, "broker.address.family": "v4",
