@@ -415,6 +415,10 @@ impl Log {
     /// Concurrent appends are grouped: whoever holds the write lock writes every queued
     /// request (in arrival order, up to `APPEND_GROUP_BYTES_MAX`) in one I/O, so N producers
     /// on one partition cost one write, not N.
+    ///
+    /// An append takes its place in the queue on its first poll, before its first wait, so
+    /// appends first polled in some order are written in that order (the broker keeps a
+    /// connection's pipelined Produce requests in request order this way).
     pub async fn append(
         &self,
         records: Bytes,

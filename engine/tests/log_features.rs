@@ -358,6 +358,48 @@ async fn concurrent_appends_and_reads(backend: BackendKind, dir: PathBuf) {
     assert_eq!(log.log_end_offset(), next);
 }
 
+/// An append takes its place in the log on its first poll, before it waits for anything:
+/// the broker relies on this to keep pipelined Produce requests in request order (it polls
+/// each request's appends once, in order, before reading the next request).
+async fn append_order_is_fixed_at_first_poll(backend: BackendKind, dir: PathBuf) {
+    use futures_lite::future;
+    let log = Log::open(&dir, small_config(), backend).await.unwrap();
+    // A write in progress (on the O_DIRECT backend), so the appends below queue behind it.
+    let mut busy = Box::pin(log.append(Bytes::from(batch(1, 0, "w")), 0, 1));
+    let mut busy_done = future::poll_once(&mut busy).await.is_some();
+    let mut appends: Vec<_> = (0..6)
+        .map(|i| Box::pin(log.append(Bytes::from(batch(1 + i % 3, i as i64, "p")), 0, 1)))
+        .collect();
+    // First polls in a scrambled order: that order, not creation order, is the log order.
+    let first_polls = [3usize, 0, 5, 1, 4, 2];
+    let mut offsets: Vec<Option<i64>> = vec![None; appends.len()];
+    for &i in &first_polls {
+        if let Some(r) = future::poll_once(&mut appends[i]).await {
+            offsets[i] = Some(r.unwrap().base_offset);
+        }
+    }
+    // Then drive them all together (a lock holder must be polled to finish its write), the
+    // last created first.
+    while offsets.iter().any(Option::is_none) || !busy_done {
+        for i in (0..appends.len()).rev() {
+            if offsets[i].is_none()
+                && let Some(r) = future::poll_once(&mut appends[i]).await
+            {
+                offsets[i] = Some(r.unwrap().base_offset);
+            }
+        }
+        if !busy_done && let Some(r) = future::poll_once(&mut busy).await {
+            r.unwrap();
+            busy_done = true;
+        }
+        future::yield_now().await;
+    }
+    let offsets: Vec<i64> = offsets.into_iter().flatten().collect();
+    let mut by_offset: Vec<usize> = (0..appends.len()).collect();
+    by_offset.sort_by_key(|&i| offsets[i]);
+    assert_eq!(by_offset, first_polls, "base offsets {offsets:?}");
+}
+
 async fn record_list_too_large(backend: BackendKind, dir: PathBuf) {
     let log = Log::open(
         &dir,
@@ -387,6 +429,7 @@ both_backends!(
     timestamps_at_every_boundary,
     flush_policy_and_group_commit,
     concurrent_appends_and_reads,
+    append_order_is_fixed_at_first_poll,
     record_list_too_large,
 );
 

@@ -57,6 +57,9 @@ pub enum StorageBackend {
     Std,
 }
 
+/// Upper bound of `produce.pipeline.depth` (its queue is allocated up front).
+pub const PRODUCE_PIPELINE_DEPTH_MAX: usize = 1024;
+
 /// One known setting: its Gregor name, Kafka equivalent, default and meaning.
 #[derive(Debug)]
 pub struct SettingSpec {
@@ -138,6 +141,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         kafka_name: "queued.max.request.bytes",
         default: "268435456",
         doc: "Request bytes a core buffers at once; readers wait for room (at least socket.request.max.bytes).",
+    },
+    SettingSpec {
+        name: "produce.pipeline.depth",
+        kafka_name: "-",
+        default: "8",
+        doc: "Produce requests of one connection the broker works on at once: the next is read and its appends issued while earlier ones are written, and the answers go out in request order (clients send up to max.in.flight.requests.per.connection). Appends keep request order on every partition. Any other request waits until those in flight are answered. 1 handles one request at a time, as Kafka does.",
     },
     SettingSpec {
         name: "tail.cache.bytes.per.core",
@@ -330,6 +339,8 @@ pub struct BrokerConfig {
     pub queued_max_request_bytes: usize,
     /// Client connections held at once, broker-wide.
     pub max_connections: usize,
+    /// Produce requests of one connection worked on at once (`produce.pipeline.depth`).
+    pub produce_pipeline_depth: usize,
     /// Cap on a Fetch response's record bytes.
     pub fetch_max_bytes: usize,
     /// Keep the page cache of cold data sent to consumers (`fetch.cold.pages.keep`).
@@ -486,6 +497,15 @@ impl ConfigBuilder {
                 "must be >= 1",
             ));
         }
+        let produce_pipeline_depth: usize =
+            parse_num("produce.pipeline.depth", &get("produce.pipeline.depth"))?;
+        if !(1..=PRODUCE_PIPELINE_DEPTH_MAX).contains(&produce_pipeline_depth) {
+            return Err(invalid(
+                "produce.pipeline.depth",
+                &get("produce.pipeline.depth"),
+                "must be between 1 and 1024",
+            ));
+        }
         let fetch_max_bytes: usize = parse_num("fetch.max.bytes", &get("fetch.max.bytes"))?;
         if fetch_max_bytes == 0 || fetch_max_bytes > i32::MAX as usize {
             return Err(invalid(
@@ -530,6 +550,7 @@ impl ConfigBuilder {
             socket_request_max_bytes,
             queued_max_request_bytes,
             max_connections,
+            produce_pipeline_depth,
             fetch_max_bytes,
             fetch_cold_pages_keep: parse_bool(
                 "fetch.cold.pages.keep",

@@ -1,7 +1,10 @@
-//! One client connection: read a frame, answer it, repeat. Like Kafka, we process one
-//! request per connection at a time, so responses go out in request order and a client can
-//! have at most one request in flight here (pipelined requests wait in the socket buffer).
+//! One client connection: read a frame, answer it, repeat. Responses go out in request order.
+//! Like Kafka, we process one request per connection at a time (requests the client pipelines
+//! wait in the socket buffer), except consecutive Produce requests: up to
+//! `produce.pipeline.depth` of those are written at once, so a producer's throughput is not
+//! its batch size over one disk write's latency.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
@@ -10,13 +13,14 @@ use std::rc::Rc;
 use bytes::{Buf, Bytes};
 use futures_lite::{AsyncReadExt, FutureExt};
 use glommio::net::TcpStream;
+use glommio::sync::Permit;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 
 use crate::balance::ConnectionSlot;
 use crate::cores::{CoreContext, CoreRequest};
 use crate::framing::{FrameError, read_frame_body, read_frame_len, write_frame, write_frame_parts};
-use crate::handlers::{self, Reply, RequestError};
+use crate::handlers::{self, PendingReply, Reply, RequestError};
 
 /// Decrements the connection count when the connection task ends, however it ends.
 struct ConnectionGuard(Rc<CoreContext>);
@@ -43,8 +47,7 @@ pub fn adopt(ctx: &Rc<CoreContext>, socket: OwnedFd, peer: SocketAddr, slot: Con
 /// Whether a request moves records (Produce, Fetch): what makes a connection count when
 /// spreading connections over the cores.
 fn carries_data(body: &Bytes) -> bool {
-    let key = body.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
-    key == Some(ApiKey::Produce as i16) || key == Some(ApiKey::Fetch as i16)
+    matches!(api_key(body), Some(ApiKey::Produce | ApiKey::Fetch))
 }
 
 /// Serves one connection until the peer closes it, it misbehaves, the core drains, or it
@@ -52,6 +55,11 @@ fn carries_data(body: &Bytes) -> bool {
 /// `None` until its first Produce or Fetch has been answered; then it is placed on the core
 /// with the fewest data connections, and if that is another core the socket moves there, at
 /// that request boundary (pipelined requests wait in the socket for the new core).
+///
+/// Once placed, consecutive Produce requests are pipelined (`produce.pipeline.depth`): each is
+/// read and handed to its partitions' cores while the ones before it are still being written,
+/// and the answers go out in request order. Any other request first waits for those in flight,
+/// so everything else sees the one-at-a-time order Kafka gives.
 pub async fn serve(
     ctx: Rc<CoreContext>,
     mut stream: TcpStream,
@@ -63,14 +71,21 @@ pub async fn serve(
     ctx.open_connections.set(ctx.open_connections.get() + 1);
     let _guard = ConnectionGuard(ctx.clone());
     let max_bytes = ctx.config.socket_request_max_bytes;
+    let depth = ctx.config.produce_pipeline_depth;
     tracing::debug!(%peer, core = ctx.core_id, "connection opened");
-    let mut sent_cold = crate::page_cache::SentCold::new(!ctx.config.fetch_cold_pages_keep);
+    let mut conn = Conn {
+        ctx: &ctx,
+        stream: &mut stream,
+        peer,
+        sent_cold: crate::page_cache::SentCold::new(!ctx.config.fetch_cold_pages_keep),
+        in_flight: VecDeque::with_capacity(depth),
+    };
     loop {
-        if ctx.draining.get() {
+        if ctx.draining.get() || !conn.answer_until_readable(depth).await || ctx.draining.get() {
             break;
         }
         let size = {
-            let read = async { Some(read_frame_len(&mut stream, max_bytes).await) };
+            let read = async { Some(read_frame_len(conn.stream, max_bytes).await) };
             let drain = async {
                 ctx.drain_signal.notified().await;
                 None
@@ -91,20 +106,56 @@ pub async fn serve(
             }
         };
         // Bound the request bytes buffered on this core (`queued.max.request.bytes`): wait
-        // for room before allocating the body. Held until the request is answered.
-        let _permit = match ctx.request_bytes.acquire_permit(size as u64).await {
-            Ok(permit) => permit,
-            Err(_) => break,
+        // for room before allocating the body. Held until the request is answered. Requests
+        // in flight here hold room too: answer them rather than wait on ourselves.
+        let permit = loop {
+            match ctx.request_bytes.try_acquire_permit(size as u64) {
+                Ok(permit) => break Some(permit),
+                Err(_) if !conn.in_flight.is_empty() => {
+                    if !conn.answer_oldest().await {
+                        break None;
+                    }
+                }
+                Err(_) => break ctx.request_bytes.acquire_permit(size as u64).await.ok(),
+            }
         };
-        let body = match read_frame_body(&mut stream, size, &ctx.request_pool).await {
+        let Some(permit) = permit else { break };
+        let body = match read_frame_body(conn.stream, size, &ctx.request_pool).await {
             Ok(body) => body,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "connection lost mid-request");
                 break;
             }
         };
+        if depth > 1 && slot.is_some() && api_key(&body) == Some(ApiKey::Produce) {
+            match AssertUnwindSafe(start_produce(&ctx, body))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(reply)) => {
+                    conn.in_flight.push_back(InFlight {
+                        reply,
+                        _permit: permit,
+                    });
+                    continue;
+                }
+                // Answer what came before, then fail as a request handled alone would.
+                Ok(Err(e)) => {
+                    let _ = conn.answer_all().await;
+                    conn.send(Ok(Err(e))).await;
+                }
+                Err(panic) => {
+                    let _ = conn.answer_all().await;
+                    conn.send(Err(panic)).await;
+                }
+            }
+            break;
+        }
+        if !conn.answer_all().await {
+            break;
+        }
         let place_after = slot.is_none() && carries_data(&body);
-        let reply = AssertUnwindSafe(handle_frame(&ctx, body, peer))
+        let answer = AssertUnwindSafe(handle_frame(&ctx, body, peer))
             .catch_unwind()
             .await;
         // Counted on its core before the client sees the answer, so its next connection is
@@ -113,46 +164,17 @@ pub async fn serve(
             ctx.connections
                 .claim(ctx.connections.least_loaded(ctx.core_id))
         });
-        match reply {
-            Ok(Ok(Reply::Frame(frame))) => {
-                if let Err(e) = write_frame(&mut stream, &frame).await {
-                    tracing::debug!(%peer, error = %e, "write failed");
-                    break;
-                }
-            }
-            Ok(Ok(Reply::Parts(parts))) => {
-                // Reads queued ahead delay every append: cold parts are read all at once (and
-                // ahead) only while no producer writes, a step at a time otherwise.
-                let appends_quiet = ctx
-                    .appends
-                    .quiet_for(crate::disk_activity::READ_AHEAD_QUIET_MS);
-                if let Err(e) =
-                    write_frame_parts(&mut stream, &parts, appends_quiet, &mut sent_cold).await
-                {
-                    tracing::debug!(%peer, error = %e, "write failed");
-                    break;
-                }
-            }
-            Ok(Ok(Reply::None)) => {}
-            Ok(Ok(Reply::Close)) => {
-                tracing::debug!(%peer, "acks=0 produce failed; closing connection");
-                break;
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(%peer, error = %e, "closing connection");
-                break;
-            }
-            Err(_) => {
-                tracing::error!(%peer, "request handler panicked; closing connection");
-                break;
-            }
+        let go_on = conn.send(answer).await;
+        drop(permit);
+        if !go_on {
+            break;
         }
         if let Some(placed) = placed {
             if placed.core() == ctx.core_id {
                 slot = Some(placed);
                 continue;
             }
-            match duplicate(&stream) {
+            match duplicate(conn.stream) {
                 Ok(socket) => {
                     hand_over(&ctx, socket, peer, placed);
                     // This core's descriptor closes with `stream`; the socket lives on.
@@ -167,9 +189,157 @@ pub async fn serve(
         }
     }
     if ctx.draining.get() {
-        close_gracefully(&mut stream).await;
+        // Appends already issued are answered, so their clients do not resend them.
+        if conn.answer_all().await {
+            close_gracefully(conn.stream).await;
+        }
     }
     tracing::debug!(%peer, core = ctx.core_id, "connection closed");
+}
+
+/// A request's outcome: its reply, its error, or its handler's panic.
+type Answer = std::thread::Result<Result<Reply, RequestError>>;
+
+/// A Produce read and handed to its partitions' cores while earlier ones were still being
+/// written; answered in request order.
+struct InFlight<'a> {
+    reply: PendingReply,
+    /// Its bytes stay counted in `queued.max.request.bytes` until it is answered.
+    _permit: Permit<'a>,
+}
+
+/// One connection's socket and the requests it has in flight.
+struct Conn<'a> {
+    ctx: &'a Rc<CoreContext>,
+    stream: &'a mut TcpStream,
+    peer: SocketAddr,
+    sent_cold: crate::page_cache::SentCold,
+    /// Oldest first; at most `produce.pipeline.depth`.
+    in_flight: VecDeque<InFlight<'a>>,
+}
+
+impl Conn<'_> {
+    /// Answers pipelined requests as they complete, until the client has sent more and there
+    /// is room in the pipeline for it (or there is nothing in flight). False if the connection
+    /// must close.
+    async fn answer_until_readable(&mut self, depth: usize) -> bool {
+        loop {
+            if self.in_flight.len() >= depth {
+                if !self.answer_oldest().await {
+                    return false;
+                }
+                continue;
+            }
+            let Some(front) = self.in_flight.front_mut() else {
+                return true;
+            };
+            let answer = AssertUnwindSafe(front.reply.as_mut()).catch_unwind();
+            let answer = match futures_lite::future::poll_once(answer).await {
+                Some(answer) => Some(answer),
+                None if bytes_waiting(self.stream) => return true,
+                None => {
+                    let answer =
+                        async { Some(AssertUnwindSafe(front.reply.as_mut()).catch_unwind().await) };
+                    let readable = async {
+                        // Peeking consumes nothing, so losing this race loses no bytes.
+                        let _ = self.stream.peek(&mut [0u8; 1]).await;
+                        None
+                    };
+                    answer.or(readable).await
+                }
+            };
+            let Some(answer) = answer else {
+                return true;
+            };
+            let done = self.in_flight.pop_front();
+            let go_on = self.send(answer).await;
+            drop(done);
+            if !go_on {
+                return false;
+            }
+        }
+    }
+
+    /// Waits for the oldest request in flight and sends its answer. False if the connection
+    /// must close.
+    async fn answer_oldest(&mut self) -> bool {
+        let Some(mut oldest) = self.in_flight.pop_front() else {
+            return true;
+        };
+        let answer = AssertUnwindSafe(oldest.reply.as_mut()).catch_unwind().await;
+        let go_on = self.send(answer).await;
+        drop(oldest);
+        go_on
+    }
+
+    /// Answers every request in flight, in order. False if the connection must close.
+    async fn answer_all(&mut self) -> bool {
+        while !self.in_flight.is_empty() {
+            if !self.answer_oldest().await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends one request's answer. False if the connection must close: the write failed, or
+    /// the request failed in a way that closes it.
+    async fn send(&mut self, answer: Answer) -> bool {
+        let peer = self.peer;
+        let written = match answer {
+            Ok(Ok(Reply::Frame(frame))) => write_frame(self.stream, &frame).await,
+            Ok(Ok(Reply::Parts(parts))) => {
+                // Reads queued ahead delay every append: cold parts are read all at once (and
+                // ahead) only while no producer writes, a step at a time otherwise.
+                let appends_quiet = self
+                    .ctx
+                    .appends
+                    .quiet_for(crate::disk_activity::READ_AHEAD_QUIET_MS);
+                write_frame_parts(self.stream, &parts, appends_quiet, &mut self.sent_cold).await
+            }
+            Ok(Ok(Reply::None)) => Ok(()),
+            Ok(Ok(Reply::Close)) => {
+                tracing::debug!(%peer, "acks=0 produce failed; closing connection");
+                return false;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                return false;
+            }
+            Err(_) => {
+                tracing::error!(%peer, "request handler panicked; closing connection");
+                return false;
+            }
+        };
+        if let Err(e) = written {
+            tracing::debug!(%peer, error = %e, "write failed");
+            return false;
+        }
+        true
+    }
+}
+
+/// Whether the client has sent bytes not read yet (or closed its side, or the socket failed:
+/// the next read says which). Does not wait.
+fn bytes_waiting(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `stream` keeps its descriptor open for the call, and `byte` is a valid one-byte
+    // buffer for it; MSG_PEEK leaves the data in the socket.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
+}
+
+/// The API key of a request frame's body.
+fn api_key(body: &Bytes) -> Option<ApiKey> {
+    let key = body.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]))?;
+    ApiKey::try_from(key).ok()
 }
 
 /// A second descriptor of the connection's socket, to move it to another core.
@@ -248,9 +418,39 @@ async fn discard_until_eof(stream: &mut TcpStream) -> bool {
 /// Parses the header and dispatches one request.
 pub async fn handle_frame(
     ctx: &Rc<CoreContext>,
-    mut body: Bytes,
+    body: Bytes,
     peer: SocketAddr,
 ) -> Result<Reply, RequestError> {
+    match parse_header(body)? {
+        Parsed::Request { key, header, body } => {
+            handlers::dispatch(ctx, key, &header, body, peer).await
+        }
+        Parsed::Answered(reply) => Ok(reply),
+    }
+}
+
+/// Parses a Produce frame's header and hands its records to their partitions' cores; the
+/// future it returns gives the answer (see [`handlers::start_produce`]).
+async fn start_produce(ctx: &Rc<CoreContext>, body: Bytes) -> Result<PendingReply, RequestError> {
+    match parse_header(body)? {
+        Parsed::Request { header, body, .. } => handlers::start_produce(ctx, &header, body).await,
+        Parsed::Answered(reply) => Ok(Box::pin(std::future::ready(Ok(reply)))),
+    }
+}
+
+/// A request frame after its header.
+enum Parsed {
+    /// To be handled.
+    Request {
+        key: ApiKey,
+        header: RequestHeader,
+        body: Bytes,
+    },
+    /// Answered from the header alone.
+    Answered(Reply),
+}
+
+fn parse_header(mut body: Bytes) -> Result<Parsed, RequestError> {
     // The frame reader guarantees at least 10 bytes: key, version, correlation id.
     let mut peek = &body[..];
     let raw_key = peek.get_i16();
@@ -260,7 +460,8 @@ pub async fn handle_frame(
     if key == ApiKey::ApiVersions {
         let (min, max) = handlers::supported_range(key).unwrap_or((0, 0));
         if !(min..=max).contains(&version) {
-            return handlers::api_versions::fallback_frame(correlation_id).map(Reply::Frame);
+            return handlers::api_versions::fallback_frame(correlation_id)
+                .map(|frame| Parsed::Answered(Reply::Frame(frame)));
         }
     }
     if handlers::supported_range(key).is_none() {
@@ -273,5 +474,5 @@ pub async fn handle_frame(
             version,
             message: e.to_string(),
         })?;
-    handlers::dispatch(ctx, key, &header, body, peer).await
+    Ok(Parsed::Request { key, header, body })
 }

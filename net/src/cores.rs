@@ -415,6 +415,37 @@ impl CoreContext {
         partition_owner(topic, partition, self.cores)
     }
 
+    /// Hands `request` to `core` and returns where its answer will arrive, without waiting
+    /// for it. On this core the request runs in a task of its own; elsewhere it goes over the
+    /// mesh, whose peer runs each request in a task in arrival order. Either way, a request
+    /// issued after this returns starts after this one on that core, so appends issued in
+    /// order are queued on their logs in that order (pipelined Produce, `connection.rs`).
+    pub async fn issue(
+        self: &Rc<Self>,
+        core: usize,
+        request: CoreRequest,
+    ) -> Result<futures_channel::oneshot::Receiver<CoreReply>, CoreUnreachable> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        if core == self.core_id {
+            let ctx = self.clone();
+            glommio::spawn_local(async move {
+                let reply = crate::service::serve(ctx, request).await;
+                // The connection may be gone: its answer is then dropped, the work done.
+                let _ = tx.send(reply);
+            })
+            .detach();
+            return Ok(rx);
+        }
+        let mesh = self.mesh.as_ref().ok_or(CoreUnreachable { core })?;
+        mesh.send_to(core, Envelope { request, reply: tx })
+            .await
+            .map_err(|e| {
+                tracing::error!(core, error = ?e, "mesh send failed");
+                CoreUnreachable { core }
+            })?;
+        Ok(rx)
+    }
+
     /// Runs `request` on `core`: directly if it is this core, else over the mesh.
     pub async fn call(
         self: &Rc<Self>,

@@ -54,6 +54,65 @@ pub struct Split<T> {
     pub items: Vec<T>,
 }
 
+/// One core's share of a request, handed over, its answer still to come (see
+/// [`issue_to_owners`]).
+pub struct Issued {
+    positions: Vec<usize>,
+    core: usize,
+    answer: Option<futures_channel::oneshot::Receiver<CoreReply>>,
+}
+
+/// The first half of [`call_owners`]: hands each owning core its share of `items`, one core
+/// after the other, and returns once all are handed over (not answered). Requests issued
+/// later from this core start after these on every core (`CoreContext::issue`), which is what
+/// lets a connection pipeline Produce requests and still append them in request order.
+pub async fn issue_to_owners<T>(
+    ctx: &Rc<CoreContext>,
+    items: Vec<T>,
+    owner: impl Fn(&T) -> usize,
+    request: impl Fn(Vec<T>) -> CoreRequest,
+) -> Vec<Issued> {
+    let mut issued = Vec::new();
+    for split in split_by_owner(items, owner) {
+        let answer = ctx.issue(split.core, request(split.items)).await.ok();
+        issued.push(Issued {
+            positions: split.positions,
+            core: split.core,
+            answer,
+        });
+    }
+    issued
+}
+
+/// The second half: waits for every answer of [`issue_to_owners`] and merges them back in
+/// request order (`total` items); as [`call_owners`] for `unpack` and `fallback`.
+pub async fn answers_of<R>(
+    total: usize,
+    issued: Vec<Issued>,
+    unpack: impl Fn(CoreReply) -> Option<Vec<R>>,
+    fallback: impl Fn() -> R,
+) -> Vec<R> {
+    let mut answers = Vec::with_capacity(issued.len());
+    for call in issued {
+        // Each answer arrives on its own; waiting for them in turn costs nothing extra.
+        let reply = match call.answer {
+            Some(rx) => rx.await.map_err(|_| {
+                tracing::error!(core = call.core, "core dropped a request without replying");
+            }),
+            None => Err(()),
+        };
+        let results = reply.ok().and_then(|r| {
+            let results = unpack(r);
+            if results.is_none() {
+                tracing::error!(core = call.core, "unexpected kind of reply from a core");
+            }
+            results
+        });
+        answers.push((call.positions, results));
+    }
+    merge(total, answers, fallback)
+}
+
 /// Groups `items` by owner core (`owner(item)`), preserving order within each group.
 pub fn split_by_owner<T>(items: Vec<T>, owner: impl Fn(&T) -> usize) -> Vec<Split<T>> {
     let mut splits: Vec<Split<T>> = Vec::new();

@@ -44,7 +44,8 @@ pub async fn serve(ctx: Rc<CoreContext>, request: CoreRequest) -> CoreReply {
 
 /// Serves requests from one peer core until that peer closes its sender. Each request runs
 /// in its own task, so a long-polling fetch does not hold up the requests behind it; the
-/// number of such tasks is bounded by the peers' connections (one request in flight each).
+/// number of such tasks is bounded by the peers' connections (one request in flight each,
+/// up to `produce.pipeline.depth` for Produce).
 pub async fn serve_peer(ctx: Rc<CoreContext>, receiver: ConnectedReceiver<Envelope>) {
     while let Some(envelope) = receiver.recv().await {
         let ctx = ctx.clone();

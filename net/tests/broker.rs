@@ -829,3 +829,121 @@ fn shutdown_answers_in_flight_request_despite_pipelined_ones() {
     assert_eq!(response.responses[0].partitions[0].error_code, 0);
     assert!(c.is_closed());
 }
+
+/// Sends `requests` Produce requests (and now and then a Metadata request) back to back on one
+/// connection without reading, as a client with many requests in flight does, and checks the
+/// broker's answers: in request order, each partition's records appended in request order
+/// (base offsets exactly as counted here), acks=0 unanswered, a bad partition failing alone.
+fn pipelined_produces_keep_request_order(settings: &[(&str, &str)]) {
+    const PARTITIONS: i32 = 4;
+    const RECORDS_PER_BATCH: i64 = 3;
+    let broker = Broker::start(settings);
+    let mut c = broker.client();
+    assert_eq!(c.create_topic("pipe", PARTITIONS).topics[0].error_code, 0);
+    // A first Produce places the connection (see balance.rs); pipelining starts after it.
+    let first = batch(&[("first", "v", now_ms())], Compression::None);
+    assert_eq!(c.produce("pipe", 0, first, 1), (0, 0));
+    let mut next_offset = [1i64, 0, 0, 0];
+
+    enum Expect {
+        Produce(Vec<(i32, i16, i64)>),
+        Metadata,
+    }
+    let mut expected: Vec<(i32, Expect)> = Vec::new();
+    let mut sent_keys: Vec<Vec<String>> = vec![vec!["first".into()], vec![], vec![], vec![]];
+    for i in 0..300i32 {
+        if i % 37 == 36 {
+            let all_topics = MetadataRequest::default().with_topics(None);
+            let cid = c.send(ApiKey::Metadata, 12, &all_topics);
+            expected.push((cid, Expect::Metadata));
+        }
+        let acks = [1i16, 1, -1, 0][i as usize % 4];
+        let mut partitions = vec![i % PARTITIONS];
+        if i % 5 == 0 {
+            partitions.push((i + 1) % PARTITIONS);
+        }
+        if i % 40 == 9 {
+            partitions.push(9); // no such partition
+        }
+        let mut data = Vec::new();
+        let mut answers = Vec::new();
+        for &p in &partitions {
+            let keys: Vec<String> = (0..RECORDS_PER_BATCH).map(|r| format!("{i}.{r}")).collect();
+            let records: Vec<(&str, &str, i64)> =
+                keys.iter().map(|k| (k.as_str(), "v", now_ms())).collect();
+            data.push(
+                produce_request::PartitionProduceData::default()
+                    .with_index(p)
+                    .with_records(Some(batch(&records, Compression::None))),
+            );
+            if p < PARTITIONS {
+                let offset = next_offset[p as usize];
+                next_offset[p as usize] += RECORDS_PER_BATCH;
+                sent_keys[p as usize].extend(keys);
+                answers.push((p, 0, offset));
+            } else {
+                answers.push((p, ResponseError::UnknownTopicOrPartition.code(), -1));
+            }
+        }
+        let request = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                produce_request::TopicProduceData::default()
+                    .with_name(topic("pipe"))
+                    .with_partition_data(data),
+            ]);
+        let cid = c.send(ApiKey::Produce, 9, &request);
+        // acks=0 gets no answer; one with a bad partition would close the connection.
+        if acks != 0 {
+            expected.push((cid, Expect::Produce(answers)));
+        } else {
+            assert!(!partitions.contains(&9));
+        }
+    }
+    for (cid, expect) in expected {
+        match expect {
+            Expect::Metadata => {
+                let (got, md): (i32, MetadataResponse) = c.recv(ApiKey::Metadata, 12);
+                assert_eq!(got, cid, "answers in request order");
+                assert_eq!(md.topics[0].partitions.len(), PARTITIONS as usize);
+            }
+            Expect::Produce(answers) => {
+                let (got, response): (i32, ProduceResponse) = c.recv(ApiKey::Produce, 9);
+                assert_eq!(got, cid, "answers in request order");
+                let seen: Vec<(i32, i16, i64)> = response.responses[0]
+                    .partition_responses
+                    .iter()
+                    .map(|p| (p.index, p.error_code, p.base_offset))
+                    .collect();
+                assert_eq!(seen, answers, "request {cid}");
+            }
+        }
+    }
+    let md = c.metadata(Some(vec!["pipe"]), false);
+    let id = topic_id(&md, "pipe");
+    for p in 0..PARTITIONS {
+        let fetched = c.fetch(16, "pipe", id, p, 0, 1_000, 1);
+        let keys: Vec<String> = decode(&fetched.records)
+            .into_iter()
+            .map(|(_, k, _, _)| k)
+            .collect();
+        assert_eq!(keys, sent_keys[p as usize], "partition {p}");
+        assert_eq!(fetched.high_watermark, next_offset[p as usize]);
+    }
+}
+
+#[test]
+fn pipelined_produces_are_appended_and_answered_in_request_order() {
+    pipelined_produces_keep_request_order(&[]);
+}
+
+#[test]
+fn a_full_produce_pipeline_waits_for_its_oldest_answer() {
+    pipelined_produces_keep_request_order(&[("produce.pipeline.depth", "2")]);
+}
+
+#[test]
+fn produce_pipeline_depth_one_handles_requests_one_at_a_time() {
+    pipelined_produces_keep_request_order(&[("produce.pipeline.depth", "1")]);
+}

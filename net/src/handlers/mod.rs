@@ -5,6 +5,8 @@
 //! [`SUPPORTED_APIS`], and an arm in [`dispatch`]. Only APIs listed here are advertised in
 //! ApiVersions.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -220,6 +222,47 @@ fn decode<T: Decodable>(key: ApiKey, version: i16, body: &mut Bytes) -> Result<T
     })
 }
 
+/// The answer of a Produce already handed to its partitions' cores (see [`start_produce`]).
+pub type PendingReply = Pin<Box<dyn Future<Output = Result<Reply, RequestError>>>>;
+
+/// Decodes a Produce whose header was already parsed and hands its records to the cores that
+/// own their partitions. Returns once they are handed over; the future it returns waits for
+/// the appends and encodes the answer. A Produce started after this returns is appended after
+/// this one wherever they share a partition, so a connection may start the next before this
+/// one is answered (answering them in order).
+pub async fn start_produce(
+    ctx: &Rc<CoreContext>,
+    header: &RequestHeader,
+    mut body: Bytes,
+) -> Result<PendingReply, RequestError> {
+    let key = ApiKey::Produce;
+    let version = header.request_api_version;
+    check_version(key, header)?;
+    let header_version = key.response_header_version(version);
+    let cid = header.correlation_id;
+    let request: ProduceRequest = decode(key, version, &mut body)?;
+    let issued = produce::issue(ctx, header, request).await;
+    Ok(Box::pin(async move {
+        Ok(match issued.finish().await {
+            produce::Produced::Response(response) => {
+                Reply::Frame(encode_frame(key, version, cid, header_version, &response)?)
+            }
+            produce::Produced::Silent => Reply::None,
+            produce::Produced::SilentFailure => Reply::Close,
+        })
+    }))
+}
+
+/// Whether this broker serves `key` at the header's version.
+fn check_version(key: ApiKey, header: &RequestHeader) -> Result<(), RequestError> {
+    let version = header.request_api_version;
+    match supported_range(key) {
+        Some((min, max)) if (min..=max).contains(&version) => Ok(()),
+        Some(_) => Err(RequestError::UnsupportedVersion { key, version }),
+        None => Err(RequestError::UnknownApi(header.request_api_key)),
+    }
+}
+
 /// Decodes, handles and encodes one request whose header was already parsed.
 pub async fn dispatch(
     ctx: &Rc<CoreContext>,
@@ -229,11 +272,7 @@ pub async fn dispatch(
     peer: std::net::SocketAddr,
 ) -> Result<Reply, RequestError> {
     let version = header.request_api_version;
-    match supported_range(key) {
-        Some((min, max)) if (min..=max).contains(&version) => {}
-        Some(_) => return Err(RequestError::UnsupportedVersion { key, version }),
-        None => return Err(RequestError::UnknownApi(header.request_api_key)),
-    }
+    check_version(key, header)?;
     let header_version = key.response_header_version(version);
     let cid = header.correlation_id;
     macro_rules! respond {
@@ -246,16 +285,7 @@ pub async fn dispatch(
     Ok(match key {
         ApiKey::ApiVersions => respond!(ApiVersionsRequest, api_versions),
         ApiKey::Metadata => respond!(MetadataRequest, metadata),
-        ApiKey::Produce => {
-            let request: ProduceRequest = decode(key, version, &mut body)?;
-            match produce::handle(ctx, header, request).await {
-                produce::Produced::Response(response) => {
-                    Reply::Frame(encode_frame(key, version, cid, header_version, &response)?)
-                }
-                produce::Produced::Silent => Reply::None,
-                produce::Produced::SilentFailure => Reply::Close,
-            }
-        }
+        ApiKey::Produce => start_produce(ctx, header, body).await?.await?,
         ApiKey::Fetch => {
             let request: FetchRequest = decode(key, version, &mut body)?;
             let (response, files) = fetch::handle(ctx, header, request).await;

@@ -1,5 +1,7 @@
 //! Produce (key 0): split the partitions by owning core, append there (and with acks=-1
-//! wait for the flush), merge the answers in request order. acks=0 gets no response.
+//! wait for the flush), merge the answers in request order. acks=0 gets no response. In two
+//! steps, [`issue`] then [`IssuedProduce::finish`], so that a connection can have several
+//! Produce requests in flight (see `connection.rs`).
 
 use std::rc::Rc;
 
@@ -9,7 +11,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
 
 use super::topic_name;
 use crate::cores::{CoreContext, CoreReply, CoreRequest, ProducePart, ProducePartResult};
-use crate::routing::call_owners;
+use crate::routing::{Issued, answers_of, issue_to_owners};
 
 /// What a Produce request gets back.
 pub enum Produced {
@@ -21,14 +23,25 @@ pub enum Produced {
     SilentFailure,
 }
 
-/// Answers Produce.
-pub async fn handle(
+/// A Produce handed to its partitions' cores, its answers still to come.
+pub struct IssuedProduce {
+    acks: i16,
+    /// The response lists topics and partitions in request order.
+    shape: Vec<(String, Vec<i32>)>,
+    total: usize,
+    /// `None` for an invalid `acks`: nothing was issued.
+    issued: Option<Vec<Issued>>,
+}
+
+/// Hands each partition's records to the core that owns it and returns once all are handed
+/// over: a Produce issued after this one returns is appended after it on every partition
+/// they share (so a connection can pipeline Produce requests; see `connection.rs`).
+pub async fn issue(
     ctx: &Rc<CoreContext>,
     _header: &RequestHeader,
     request: ProduceRequest,
-) -> Produced {
+) -> IssuedProduce {
     let acks = request.acks;
-    // The response lists topics and partitions in request order.
     let mut shape: Vec<(String, Vec<i32>)> = Vec::with_capacity(request.topic_data.len());
     let mut parts = Vec::new();
     for topic in request.topic_data {
@@ -45,26 +58,59 @@ pub async fn handle(
         shape.push((name, indexes));
     }
     let total = parts.len();
-
-    let results: Vec<ProducePartResult> = if !matches!(acks, -1..=1) {
-        (0..total)
-            .map(|_| ProducePartResult::error(ResponseError::InvalidRequiredAcks.code()))
-            .collect()
-    } else {
-        call_owners(
-            ctx,
-            parts,
-            |p| ctx.owner_of(&p.topic, p.partition),
-            |parts| CoreRequest::Produce { parts, acks },
-            |reply| match reply {
-                CoreReply::Produce(r) => Some(r),
-                _ => None,
-            },
-            || ProducePartResult::error(ResponseError::NotLeaderOrFollower.code()),
+    let issued = if matches!(acks, -1..=1) {
+        Some(
+            issue_to_owners(
+                ctx,
+                parts,
+                |p| ctx.owner_of(&p.topic, p.partition),
+                |parts| CoreRequest::Produce { parts, acks },
+            )
+            .await,
         )
-        .await
+    } else {
+        None
     };
+    IssuedProduce {
+        acks,
+        shape,
+        total,
+        issued,
+    }
+}
 
+impl IssuedProduce {
+    /// Waits for every partition's answer and builds the response.
+    pub async fn finish(self) -> Produced {
+        let IssuedProduce {
+            acks,
+            shape,
+            total,
+            issued,
+        } = self;
+        let results: Vec<ProducePartResult> = match issued {
+            None => (0..total)
+                .map(|_| ProducePartResult::error(ResponseError::InvalidRequiredAcks.code()))
+                .collect(),
+            Some(issued) => {
+                answers_of(
+                    total,
+                    issued,
+                    |reply| match reply {
+                        CoreReply::Produce(r) => Some(r),
+                        _ => None,
+                    },
+                    || ProducePartResult::error(ResponseError::NotLeaderOrFollower.code()),
+                )
+                .await
+            }
+        };
+        respond(acks, shape, results)
+    }
+}
+
+/// The answer to a Produce, from its per-partition results in request order.
+fn respond(acks: i16, shape: Vec<(String, Vec<i32>)>, results: Vec<ProducePartResult>) -> Produced {
     if acks == 0 {
         // No response; like Kafka, a failure closes the connection so the client notices
         // and refreshes its metadata.
