@@ -79,6 +79,7 @@ pub async fn serve(
         peer,
         sent_cold: crate::page_cache::SentCold::new(!ctx.config.fetch_cold_pages_keep),
         in_flight: VecDeque::with_capacity(depth),
+        in_flight_max: 0,
     };
     loop {
         if ctx.draining.get() || !conn.answer_until_readable(depth).await || ctx.draining.get() {
@@ -137,6 +138,7 @@ pub async fn serve(
                         reply,
                         _permit: permit,
                     });
+                    conn.in_flight_max = conn.in_flight_max.max(conn.in_flight.len());
                     continue;
                 }
                 // Answer what came before, then fail as a request handled alone would.
@@ -194,7 +196,8 @@ pub async fn serve(
             close_gracefully(conn.stream).await;
         }
     }
-    tracing::debug!(%peer, core = ctx.core_id, "connection closed");
+    let produce_in_flight_max = conn.in_flight_max;
+    tracing::debug!(%peer, core = ctx.core_id, produce_in_flight_max, "connection closed");
 }
 
 /// A request's outcome: its reply, its error, or its handler's panic.
@@ -216,6 +219,8 @@ struct Conn<'a> {
     sent_cold: crate::page_cache::SentCold,
     /// Oldest first; at most `produce.pipeline.depth`.
     in_flight: VecDeque<InFlight<'a>>,
+    /// The most Produce requests this connection has had in flight at once (logged).
+    in_flight_max: usize,
 }
 
 impl Conn<'_> {

@@ -141,6 +141,60 @@ def test_per_partition_order_of_10000_keyed_messages(broker, topic_name):
         assert len(seq) == 10_000 // 16
 
 
+def test_pipelined_produce_requests_keep_order_across_clients(broker_factory, topic_name):
+    """librdkafka sends its Produce requests back to back (up to max.in.flight); the broker
+    writes several at once and must still append them in request order and answer in order:
+    every delivery report's offset matches, and every client reads each partition in send
+    order. The broker's log shows that requests did overlap, so the test covers pipelining."""
+    import re
+
+    broker = broker_factory(extra_args=["--log-level", "info,gregor_net::connection=debug"])
+    create_topic(broker.bootstrap, topic_name, partitions=2)
+    count = 20_000
+    msgs = [(None, b"%06d" % i + b"." * 200, None, None) for i in range(count)]
+    p = producer(
+        broker.bootstrap,
+        acks="1",
+        **{"linger.ms": 0, "batch.num.messages": 20, "max.in.flight.requests.per.connection": 5},
+    )
+    reports = []
+    for part in (0, 1):
+        reports += produce_all(p, topic_name, [m for i, m in enumerate(msgs) if i % 2 == part], partition=part)
+    offset_of = {(part, int(value[:6])): offset for part, offset, _, value in reports}
+    for part in (0, 1):
+        sent = [i for i in range(count) if i % 2 == part]
+        assert [offset_of[(part, i)] for i in sent] == list(range(len(sent))), f"partition {part}"
+    del p  # its connection closes, and the broker logs how many requests it had in flight
+
+    got = consume_assigned(broker.bootstrap, topic_name, [0, 1], count, timeout_s=60)
+    assert len(got) == count
+    for m in got:
+        assert m.offset() == offset_of[(m.partition(), int(m.value()[:6]))]
+    c = kafka_python_consumer(broker.bootstrap)
+    from kafka import TopicPartition as KTopicPartition
+
+    c.assign([KTopicPartition(topic_name, 0), KTopicPartition(topic_name, 1)])
+    c.seek_to_beginning()
+    seen = {0: [], 1: []}
+    deadline = time.monotonic() + 60
+    while sum(len(v) for v in seen.values()) < count and time.monotonic() < deadline:
+        for tp, records in c.poll(timeout_ms=500).items():
+            seen[tp.partition] += [(r.offset, int(r.value[:6])) for r in records]
+    c.close()
+    for part in (0, 1):
+        sent = [i for i in range(count) if i % 2 == part]
+        assert seen[part] == list(enumerate(sent)), f"kafka-python, partition {part}"
+
+    deadline = time.monotonic() + 10
+    overlaps = []
+    while time.monotonic() < deadline:
+        overlaps = [int(n) for n in re.findall(r"produce_in_flight_max=(\d+)", broker.log_text())]
+        if max(overlaps, default=0) > 1:
+            break
+        time.sleep(0.2)
+    assert max(overlaps, default=0) > 1, f"no Produce requests overlapped: {overlaps}"
+
+
 def test_900kb_message(broker, topic_name):
     create_topic(broker.bootstrap, topic_name)
     big = bytes(range(256)) * (900_000 // 256)
