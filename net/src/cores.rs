@@ -425,6 +425,9 @@ impl CoreContext {
         core: usize,
         request: CoreRequest,
     ) -> Result<futures_channel::oneshot::Receiver<CoreReply>, CoreUnreachable> {
+        // futures-channel's oneshot, not flume: with flume 0.10 a reply sent from the peer
+        // core was now and then lost (the receiver saw Disconnected after a successful send),
+        // which turned appended batches into NOT_LEADER answers and client retries.
         let (tx, rx) = futures_channel::oneshot::channel();
         if core == self.core_id {
             let ctx = self.clone();
@@ -456,17 +459,7 @@ impl CoreContext {
             // Boxed: `serve` can itself call other cores (admin broadcasts), a recursive future.
             return Ok(Box::pin(crate::service::serve(self.clone(), request)).await);
         }
-        let mesh = self.mesh.as_ref().ok_or(CoreUnreachable { core })?;
-        // futures-channel's oneshot, not flume: with flume 0.10 a reply sent from the peer
-        // core was now and then lost (the receiver saw Disconnected after a successful send),
-        // which turned appended batches into NOT_LEADER answers and client retries.
-        let (tx, rx) = futures_channel::oneshot::channel();
-        mesh.send_to(core, Envelope { request, reply: tx })
-            .await
-            .map_err(|e| {
-                tracing::error!(core, error = ?e, "mesh send failed");
-                CoreUnreachable { core }
-            })?;
+        let rx = self.issue(core, request).await?;
         rx.await.map_err(|_| {
             tracing::error!(core, "core dropped a request without replying");
             CoreUnreachable { core }
