@@ -29,15 +29,8 @@ pub async fn call_owners<T, R>(
         .await
         .into_iter()
         .map(|(positions, core, reply)| {
-            // A failed call is logged by `CoreContext::call`; a wrong kind of reply is a bug.
-            let results = reply.ok().and_then(|r| {
-                let results = unpack(r);
-                if results.is_none() {
-                    tracing::error!(core, "unexpected kind of reply from a core");
-                }
-                results
-            });
-            (positions, results)
+            // A failed call is logged by `CoreContext::call`.
+            (positions, unpack_reply(core, reply.ok(), &unpack))
         })
         .collect();
     merge(total, answers, fallback)
@@ -101,16 +94,24 @@ pub async fn answers_of<R>(
             }),
             None => Err(()),
         };
-        let results = reply.ok().and_then(|r| {
-            let results = unpack(r);
-            if results.is_none() {
-                tracing::error!(core = call.core, "unexpected kind of reply from a core");
-            }
-            results
-        });
+        let results = unpack_reply(call.core, reply.ok(), &unpack);
         answers.push((call.positions, results));
     }
     merge(total, answers, fallback)
+}
+
+/// The per-item results in one core's reply; `None` if it did not answer or (a bug, logged)
+/// answered with another kind of reply.
+fn unpack_reply<R>(
+    core: usize,
+    reply: Option<CoreReply>,
+    unpack: &impl Fn(CoreReply) -> Option<Vec<R>>,
+) -> Option<Vec<R>> {
+    let results = unpack(reply?);
+    if results.is_none() {
+        tracing::error!(core, "unexpected kind of reply from a core");
+    }
+    results
 }
 
 /// Groups `items` by owner core (`owner(item)`), preserving order within each group.

@@ -28,7 +28,6 @@ pub struct IssuedProduce {
     acks: i16,
     /// The response lists topics and partitions in request order.
     shape: Vec<(String, Vec<i32>)>,
-    total: usize,
     /// `None` for an invalid `acks`: nothing was issued.
     issued: Option<Vec<Issued>>,
 }
@@ -57,7 +56,6 @@ pub async fn issue(
         }
         shape.push((name, indexes));
     }
-    let total = parts.len();
     let issued = if matches!(acks, -1..=1) {
         Some(
             issue_to_owners(
@@ -74,7 +72,6 @@ pub async fn issue(
     IssuedProduce {
         acks,
         shape,
-        total,
         issued,
     }
 }
@@ -85,9 +82,9 @@ impl IssuedProduce {
         let IssuedProduce {
             acks,
             shape,
-            total,
             issued,
         } = self;
+        let total = shape.iter().map(|(_, indexes)| indexes.len()).sum();
         let results: Vec<ProducePartResult> = match issued {
             None => (0..total)
                 .map(|_| ProducePartResult::error(ResponseError::InvalidRequiredAcks.code()))
