@@ -67,6 +67,13 @@ pub struct LogConfig {
     /// many bytes. A large write amortizes what the zeros save, and the zeros cost as much
     /// disk bandwidth as the data (docs/BENCHMARKS.md, change 14).
     pub zeros_ahead_append_bytes_max: u64,
+    /// Gregor extension (Dma backend): while append writes average at least
+    /// `zeros_ahead_append_bytes_max` (no zeros), allocate blocks ahead of the appends to the
+    /// active segment (`fallocate`, in the background, up to 16 MiB past the data and never
+    /// more than about half the data already in it), and write each append that reaches into
+    /// them as two writes, the rewritten partial block and the rest, so that io_uring issues
+    /// both inline instead of handing the append to a kernel worker thread.
+    pub allocate_ahead: bool,
     /// Gregor extension (Dma backend): reuse segment files removed by retention or
     /// DeleteRecords as new segments (after `file_delete_delay_ms`, once no reader holds
     /// them), instead of deleting them and allocating new ones.
@@ -95,6 +102,7 @@ impl Default for LogConfig {
             tail_cache_bytes: 4 << 20,
             zeros_ahead: true,
             zeros_ahead_append_bytes_max: 32 << 10,
+            allocate_ahead: true,
             recycle_segments: true,
         }
     }

@@ -43,6 +43,15 @@ impl WriteBuf {
             WriteBuf::Dma(b) => b.as_bytes_mut(),
         }
     }
+
+    /// The buffer, shared, as `write_at` returns it: for a filled buffer whose bytes went to
+    /// disk from copies.
+    pub(crate) fn into_shared(self) -> SharedBuf {
+        match self {
+            WriteBuf::Heap(v) => SharedBuf::Heap(Bytes::from(v)),
+            WriteBuf::Dma(b) => SharedBuf::Dma(Rc::new(b)),
+        }
+    }
 }
 
 /// A written buffer, kept by the tail cache instead of copying the data again.
@@ -244,6 +253,15 @@ impl SegFile {
         match self {
             SegFile::Std(f) => Ok(f.metadata()?.len()),
             SegFile::Dma(f) => Ok(woken_only(f.file_size()).await?),
+        }
+    }
+
+    /// Allocate the file's blocks up to `len` and make that its size (Dma; blocks that hold
+    /// data are left alone, the others read as zeros until written).
+    pub(crate) async fn allocate_to(&self, len: u64) -> io::Result<()> {
+        match self {
+            SegFile::Std(_) => Ok(()),
+            SegFile::Dma(f) => Ok(woken_only(f.pre_allocate(len, false)).await?),
         }
     }
 

@@ -10,7 +10,9 @@ use crate::error::LogError;
 use crate::recycle::SpareFiles;
 use crate::segment::{AppendPart, BatchFacts, Segment, Window, file_name};
 use crate::sync::LocalMutex;
-use crate::zero_ahead::{ZERO_CHUNK_BYTES_MAX, ZERO_CHUNK_BYTES_UNFLUSHED_MAX, ZeroPlan};
+use crate::zero_ahead::{
+    ALLOCATE_CHUNK_BYTES_MAX, ZERO_CHUNK_BYTES_MAX, ZERO_CHUNK_BYTES_UNFLUSHED_MAX, ZeroPlan,
+};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -587,7 +589,8 @@ impl Log {
     /// Whether and how zeros go ahead of the active segment's appends, given this append's
     /// size (see `append_bytes_avg`): while appends average under
     /// `zeros_ahead_append_bytes_max`, in chunks of up to 4 MiB for logs that are flushed and
-    /// 256 KiB for the others (`zero_ahead.rs`).
+    /// 256 KiB for the others; above it, blocks allocated ahead instead (`allocate_ahead`,
+    /// `zero_ahead.rs`).
     fn zeros_wanted(&self, config: &LogConfig, append_bytes: u64) -> ZeroPlan {
         let before = self.append_bytes_avg.get();
         let avg = if before == 0 {
@@ -601,6 +604,13 @@ impl Log {
         if before != 0 && (before < max) != small {
             tracing::debug!(dir = %self.dir.display(), avg_append_bytes = avg, zeros_ahead = small, "zeros ahead switched");
         }
+        if !small && config.allocate_ahead {
+            return ZeroPlan {
+                limit_bytes: config.segment_bytes,
+                chunk_max_bytes: 0,
+                allocate_chunk_max_bytes: ALLOCATE_CHUNK_BYTES_MAX,
+            };
+        }
         if !(config.zeros_ahead && small) {
             return ZeroPlan::NONE;
         }
@@ -611,6 +621,7 @@ impl Log {
             } else {
                 ZERO_CHUNK_BYTES_UNFLUSHED_MAX
             },
+            allocate_chunk_max_bytes: 0,
         }
     }
 
@@ -1329,6 +1340,16 @@ impl Log {
     /// Number of segments (for tests and metrics).
     pub fn segment_count(&self) -> usize {
         self.segments.borrow().len()
+    }
+
+    /// Appends written as two writes (into blocks allocated ahead) in the segments this log
+    /// holds (for tests and tools).
+    pub fn split_appends(&self) -> u64 {
+        self.segments
+            .borrow()
+            .iter()
+            .map(|s| s.zero.split_appends())
+            .sum()
     }
 
     /// Base offsets of the segments, oldest first (for tests and tools).

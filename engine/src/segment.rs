@@ -10,6 +10,7 @@ use crate::io::{SegFile, align_down, align_up};
 use crate::recycle::SpareFileSet;
 use crate::zero_ahead::{ZeroAhead, ZeroPlan};
 use bytes::Bytes;
+use futures_lite::future::zip;
 use std::cell::RefCell;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -815,13 +816,35 @@ impl Segment {
                 at += part.records.len();
             }
         }
+        let mut split = None;
         if aligned {
             let write_end = write_pos + alloc_len as u64;
-            self.zero.before_append(write_pos, write_end).await;
+            split = self.zero.before_append(write_pos, write_end).await;
             // Claimed past `write_end` before this write is issued, so the two never overlap.
             self.start_zeros_ahead(write_end, size + records_len as u64, zeros);
+            self.start_allocation_ahead(write_end, size + records_len as u64, zeros);
         }
-        let shared = match self.file.write_at(buf, write_pos).await {
+        // Two writes where the written blocks end, so each is issued inline (`zero_ahead.rs`).
+        // glommio writes whole buffers, so both parts are copies: the filled buffer stays whole
+        // for the tail cache, whose chunks must hold whole batches (zero-copy tail fetches).
+        let written = match split {
+            None => self.file.write_at(buf, write_pos).await,
+            Some(at) => {
+                let head_len = (at - write_pos) as usize;
+                let filled = buf.as_mut_slice();
+                let mut head = self.file.alloc(head_len);
+                head.as_mut_slice().copy_from_slice(&filled[..head_len]);
+                let mut rest = self.file.alloc(alloc_len - head_len);
+                rest.as_mut_slice().copy_from_slice(&filled[head_len..]);
+                let (head, rest) = zip(
+                    self.file.write_at(head, write_pos),
+                    self.file.write_at(rest, at),
+                )
+                .await;
+                head.and(rest).map(|_| buf.into_shared())
+            }
+        };
+        let shared = match written {
             Ok(shared) => shared,
             Err(e) => {
                 if !aligned {
@@ -869,6 +892,24 @@ impl Segment {
             .borrow_mut()
             .insert(self.base_offset, size, cached, held_bytes);
         Ok(())
+    }
+
+    /// Start the next allocation ahead of the appends, if one is due (see `zero_ahead.rs`).
+    /// It runs as its own task; appends use the blocks once it has finished.
+    fn start_allocation_ahead(self: &Rc<Self>, append_end: u64, data_bytes: u64, plan: ZeroPlan) {
+        let Some(to) = self.zero.claim_allocation(append_end, data_bytes, plan) else {
+            return;
+        };
+        let segment = self.clone();
+        glommio::spawn_local(async move {
+            let result = segment.file.allocate_to(to).await;
+            segment.zero.allocation_finished(to, result.is_ok());
+            if let Err(e) = result {
+                // Only a lost optimisation: appends past the allocation extend the file.
+                tracing::debug!(segment = %segment.log_path.display(), to, error = %e, "allocation ahead failed");
+            }
+        })
+        .detach();
     }
 
     /// Start the next zero write ahead of the appends, if one is due (see `zero_ahead.rs`).

@@ -1,14 +1,22 @@
-//! Zeros written ahead of the appends of the active segment (Dma backend).
+//! Space prepared ahead of the appends of the active segment (Dma backend): zeros written
+//! ahead of small appends, blocks allocated ahead of large ones.
 //!
-//! Why: on ext4 an O_DIRECT write that extends a file, or fills unwritten extents of a
-//! fallocated one, cannot be issued without blocking, so io_uring hands every such append to a
-//! kernel worker thread, and an fdatasync after it must commit the journal (the size or extent
-//! change). A write over blocks that already hold data is issued inline and an fdatasync then
-//! only flushes data. So a background write of zeros keeps written blocks ahead of the appends.
+//! Why: on ext4 an O_DIRECT write that extends a file cannot be issued without blocking, so
+//! io_uring hands every such append to a kernel worker thread, and an fdatasync after it must
+//! commit the journal (the size change). A write over blocks that already hold data is issued
+//! inline and an fdatasync then only flushes data. So a background write of zeros keeps
+//! written blocks ahead of small appends. For large appends the zeros would double the disk
+//! writes; there a background `fallocate` keeps allocated (unwritten) blocks inside the file
+//! size ahead of the appends instead. ext4 issues a write inline when its whole range is one
+//! kind of block (`ext4_overwrite_io`), and an append starts by rewriting the partly filled
+//! last block, which is written: so an append reaching into allocated blocks is written as two
+//! writes, split where the written blocks end (`split_point`), each issued inline.
 //!
 //! The one rule that keeps data safe: a zero write and an append never cover the same block at
 //! the same time. Zeros only go past everything an append has written or is writing, and an
-//! append that reaches into a zero write still in flight waits for it first.
+//! append that reaches into a zero write still in flight waits for it first. Allocation never
+//! changes a block that holds data, so it may run beside appends; sealing and truncation wait
+//! for both (`settle`), so nothing lands past a cut.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -27,6 +35,9 @@ pub(crate) const ZERO_CHUNK_BYTES_UNFLUSHED_MAX: u64 = 256 << 10;
 pub(crate) const ZERO_CHUNK_BYTES_MIN: u64 = 64 << 10;
 /// Zeros kept ahead, in chunks: the next chunk starts while the appends have this many left.
 const CHUNKS_AHEAD: u64 = 4;
+/// Largest allocation ahead: blocks are allocated up to two of these past the appends, so an
+/// active segment holds at most 16 MiB of allocated blocks past its data (as with the zeros).
+pub(crate) const ALLOCATE_CHUNK_BYTES_MAX: u64 = 8 << 20;
 
 /// Per-segment state of the zeros written ahead.
 #[derive(Debug)]
@@ -39,6 +50,12 @@ pub(crate) struct ZeroAhead {
     /// Appends waiting for the zero write in flight. Only the writer of the segment waits (it
     /// holds the log's write lock), so this stays at one or two entries.
     waiters: RefCell<Vec<Waker>>,
+    /// Every byte below this lies within the file size, on allocated blocks (written or not).
+    allocated_end: Cell<u64>,
+    /// The file size the allocation in flight extends the file to.
+    allocating: Cell<Option<u64>>,
+    /// Appends told to split (counted for tests).
+    split_appends: Cell<u64>,
 }
 
 impl ZeroAhead {
@@ -48,13 +65,17 @@ impl ZeroAhead {
             written_end: Cell::new(file_bytes),
             in_flight: Cell::new(None),
             waiters: RefCell::new(Vec::new()),
+            allocated_end: Cell::new(file_bytes),
+            allocating: Cell::new(None),
+            split_appends: Cell::new(0),
         }
     }
 
     /// Before an append writes `[start, end)`: wait while a zero write overlaps it. On return
     /// the range is recorded as written, so no zero write is placed over it afterwards (the
-    /// caller issues its write before its next await).
-    pub(crate) async fn before_append(&self, start: u64, end: u64) {
+    /// caller issues its write before its next await). Returns where to split the write so
+    /// each part is issued inline (`split_point`), decided before that record.
+    pub(crate) async fn before_append(&self, start: u64, end: u64) -> Option<u64> {
         poll_fn(|cx| match self.in_flight.get() {
             Some((s, e)) if s < end && start < e => {
                 self.register(cx.waker());
@@ -63,14 +84,24 @@ impl ZeroAhead {
             _ => Poll::Ready(()),
         })
         .await;
+        let split = split_point(start, end, self.written_end.get(), self.allocated_end.get());
         self.written_end.set(self.written_end.get().max(end));
+        if split.is_some() {
+            self.split_appends.set(self.split_appends.get() + 1);
+        }
+        split
     }
 
-    /// Wait until no zero write is in flight (before the file is truncated or sealed, so that
-    /// no zeros land past the new end afterwards).
+    /// How many appends `before_append` told to split.
+    pub(crate) fn split_appends(&self) -> u64 {
+        self.split_appends.get()
+    }
+
+    /// Wait until no zero write or allocation is in flight (before the file is truncated or
+    /// sealed, so that nothing lands past the new end afterwards).
     pub(crate) async fn settle(&self) {
         poll_fn(|cx| {
-            if self.in_flight.get().is_some() {
+            if self.in_flight.get().is_some() || self.allocating.get().is_some() {
                 self.register(cx.waker());
                 Poll::Pending
             } else {
@@ -92,8 +123,48 @@ impl ZeroAhead {
 
     /// The file was cut to `file_bytes` (caller settled first).
     pub(crate) fn truncated(&self, file_bytes: u64) {
-        debug_assert!(self.in_flight.get().is_none());
+        debug_assert!(self.in_flight.get().is_none() && self.allocating.get().is_none());
         self.written_end.set(file_bytes);
+        // Blocks past the new size are freed with it.
+        self.allocated_end.set(file_bytes);
+    }
+
+    /// Claims the next allocation, if one is due: the appends have come within one chunk of
+    /// the allocated end. Returns the file size to allocate up to: two chunks past
+    /// `append_end`, a chunk being about a quarter of `data_bytes` (as for zeros) up to
+    /// `plan.allocate_chunk_max_bytes`, never past `plan.limit_bytes`.
+    pub(crate) fn claim_allocation(
+        &self,
+        append_end: u64,
+        data_bytes: u64,
+        plan: ZeroPlan,
+    ) -> Option<u64> {
+        if self.allocating.get().is_some() {
+            return None;
+        }
+        let chunk = chunk_bytes(data_bytes, plan.allocate_chunk_max_bytes)?;
+        let allocated = self.allocated_end.get();
+        if allocated >= append_end + chunk {
+            return None;
+        }
+        let to = (append_end + 2 * chunk).min(plan.limit_bytes);
+        if to <= allocated || to <= append_end {
+            return None;
+        }
+        self.allocating.set(Some(to));
+        Some(to)
+    }
+
+    /// The claimed allocation finished (`allocated`: it succeeded).
+    pub(crate) fn allocation_finished(&self, to: u64, allocated: bool) {
+        debug_assert_eq!(self.allocating.get(), Some(to));
+        self.allocating.set(None);
+        if allocated {
+            self.allocated_end.set(self.allocated_end.get().max(to));
+        }
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
     }
 
     /// Claims the next zero write, if one is due: the appends have reached within
@@ -137,16 +208,36 @@ impl ZeroAhead {
 pub(crate) struct ZeroPlan {
     /// Zeros may go up to this file size (the segment's size limit); 0: no zeros.
     pub limit_bytes: u64,
-    /// Largest zero write (`ZERO_CHUNK_BYTES_MAX` or `ZERO_CHUNK_BYTES_UNFLUSHED_MAX`).
+    /// Largest zero write (`ZERO_CHUNK_BYTES_MAX` or `ZERO_CHUNK_BYTES_UNFLUSHED_MAX`); 0: no
+    /// zeros.
     pub chunk_max_bytes: u64,
+    /// Largest allocation ahead (`ALLOCATE_CHUNK_BYTES_MAX`); 0: none.
+    pub allocate_chunk_max_bytes: u64,
 }
 
 impl ZeroPlan {
-    /// No zeros ahead of this append.
+    /// Nothing prepared ahead of this append.
     pub(crate) const NONE: ZeroPlan = ZeroPlan {
         limit_bytes: 0,
         chunk_max_bytes: 0,
+        allocate_chunk_max_bytes: 0,
     };
+}
+
+/// Where to split an append writing `[start, end)` so that each part is one kind of block:
+/// at `written_end` when the range starts in written blocks and runs into allocated, unwritten
+/// ones (the usual large append: it rewrites the partly filled last block, then fills
+/// allocated blocks). `None`: one write (all one kind already, or reaching past the
+/// allocation, where ext4 blocks whatever the split).
+pub(crate) fn split_point(
+    start: u64,
+    end: u64,
+    written_end: u64,
+    allocated_end: u64,
+) -> Option<u64> {
+    let aligned = written_end.is_multiple_of(crate::io::BLOCK_BYTES);
+    (start < written_end && written_end < end && end <= allocated_end && aligned)
+        .then_some(written_end)
 }
 
 /// The zero write size for a segment holding `data_bytes`: a power of two from
@@ -169,6 +260,7 @@ mod tests {
     const PLAN: ZeroPlan = ZeroPlan {
         limit_bytes: 1 << 30,
         chunk_max_bytes: ZERO_CHUNK_BYTES_MAX,
+        allocate_chunk_max_bytes: 0,
     };
 
     #[test]
@@ -207,6 +299,62 @@ mod tests {
             assert!(poll_once(&mut waiting).await.is_some());
             assert!(poll_once(&mut settling).await.is_some());
         });
+    }
+
+    #[test]
+    fn appends_split_where_written_blocks_meet_allocated_ones() {
+        const B: u64 = crate::io::BLOCK_BYTES;
+        // Rewrites the written partial block, then fills allocated blocks: split after it.
+        assert_eq!(split_point(8 * B, 72 * B, 9 * B, 1 << 20), Some(9 * B));
+        // All written, all unwritten, or reaching past the allocation: one write.
+        assert_eq!(split_point(8 * B, 72 * B, 72 * B, 1 << 20), None);
+        assert_eq!(split_point(8 * B, 72 * B, 8 * B, 1 << 20), None);
+        assert_eq!(split_point(8 * B, 72 * B, 9 * B, 71 * B), None);
+        // A written end inside a block (a truncated or recycled file) gives no clean split.
+        assert_eq!(split_point(8 * B, 72 * B, 9 * B + 100, 1 << 20), None);
+    }
+
+    #[test]
+    fn allocation_runs_ahead_once_at_a_time_and_stops_at_truncation() {
+        let plan = ZeroPlan {
+            limit_bytes: 64 << 20,
+            chunk_max_bytes: 0,
+            allocate_chunk_max_bytes: ALLOCATE_CHUNK_BYTES_MAX,
+        };
+        let z = ZeroAhead::new(0);
+        // Too little data for a chunk: nothing allocated.
+        assert_eq!(z.claim_allocation(4096, 100 << 10, plan), None);
+        // A quarter of the data per chunk, two chunks past the appends.
+        let to = z.claim_allocation(1 << 20, 4 << 20, plan).expect("due");
+        assert_eq!(to, (1 << 20) + 2 * (1 << 20));
+        assert_eq!(
+            z.claim_allocation(1 << 20, 4 << 20, plan),
+            None,
+            "one at a time"
+        );
+        // Settling waits for it.
+        block_on(async {
+            let mut settling = Box::pin(z.settle());
+            assert!(poll_once(&mut settling).await.is_none());
+            z.allocation_finished(to, true);
+            assert!(poll_once(&mut settling).await.is_some());
+        });
+        // Not due again until the appends come within a chunk (1 MiB) of the allocated end.
+        assert_eq!(z.claim_allocation(2 << 20, 4 << 20, plan), None);
+        let next = z.claim_allocation(5 << 19, 4 << 20, plan).expect("due");
+        assert_eq!(next, (5 << 19) + (2 << 20));
+        // A failed allocation leaves the allocated end where it was.
+        z.allocation_finished(next, false);
+        assert_eq!(z.allocated_end.get(), 3 << 20);
+        // Capped at the segment's size limit; a truncation drops what lay past it.
+        let big = z.claim_allocation(63 << 20, 1 << 30, plan).expect("due");
+        assert_eq!(big, 64 << 20);
+        z.allocation_finished(big, true);
+        z.truncated(1 << 20);
+        assert_eq!(
+            split_point(0, 2 << 20, 1 << 20, z.allocated_end.get()),
+            None
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! How segment files are prepared for appends (Dma backend). Zeros written ahead of the
 //! appends never land on data, a crash leaves them behind harmlessly, and sealing a segment
-//! cuts them off. Retired files reused as new segments never bring old batches back.
+//! cuts them off; the same for blocks allocated ahead of large appends, which are written in
+//! two parts. Retired files reused as new segments never bring old batches back.
 
 mod common;
 
@@ -114,6 +115,14 @@ fn zeros_never_cover_data_dma() {
     common::run(BackendKind::Dma, zeros_never_cover_data);
 }
 
+/// Zeros alone: the file size past the data is theirs.
+fn no_allocation() -> LogConfig {
+    LogConfig {
+        allocate_ahead: false,
+        ..LogConfig::default()
+    }
+}
+
 /// Appends 12 MB and checks that the file holds no zeros past its last block.
 async fn assert_no_zeros_ahead(log: &Log, dir: &Path) {
     for i in 0..20 {
@@ -129,11 +138,83 @@ async fn assert_no_zeros_ahead(log: &Log, dir: &Path) {
 async fn zeros_off(backend: BackendKind, dir: PathBuf) {
     let config = LogConfig {
         zeros_ahead: false,
+        allocate_ahead: false,
         ..LogConfig::default()
     };
     let log = Log::open(&dir, config, backend).await.unwrap();
     log.flush().await.unwrap();
     assert_no_zeros_ahead(&log, &dir).await;
+}
+
+/// Large appends get blocks allocated ahead and are written in two parts; concurrent appenders
+/// of mixed sizes never damage a batch (read back from the disk, CRCs checked), a crash leaves
+/// the allocated blocks behind harmlessly, and sealing and closing cut them off.
+async fn allocation_ahead_never_damages_data(backend: BackendKind, dir: PathBuf) {
+    let config = LogConfig {
+        segment_bytes: 48 << 20,
+        tail_cache_bytes: 0,
+        ..LogConfig::default()
+    };
+    let log = Rc::new(Log::open(&dir, config.clone(), backend).await.unwrap());
+    const LARGE: [usize; 3] = [130_000, 600_000, 70_001];
+    let mut tasks = Vec::new();
+    for p in 0..4 {
+        let log = log.clone();
+        tasks.push(glommio::spawn_local(async move {
+            for i in 0..40 {
+                let b = patterned_batch(p * 1000 + i, LARGE[(p + i) % LARGE.len()]);
+                log.append(Bytes::from(b), 0, 1).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+    glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+    let data_bytes = log.size_bytes();
+    assert_eq!(log.segment_count(), 1);
+    let on_disk = file_len(&dir, 0);
+    assert!(
+        on_disk > data_bytes + (1 << 20),
+        "blocks were allocated ahead: file {on_disk}, data {data_bytes}"
+    );
+    assert!(on_disk <= data_bytes + (16 << 20), "bounded: {on_disk}");
+    let splits = log.split_appends();
+    assert!(
+        splits > 20,
+        "large appends were written in two parts: {splits}"
+    );
+    assert_eq!(read_back(&log).await, (160, data_bytes));
+    // A crash (no close) leaves the allocated blocks; recovery stops at their zeros.
+    drop(log);
+    let log = Log::open(&dir, config.clone(), backend).await.unwrap();
+    assert_eq!(log.log_end_offset(), 160);
+    assert_eq!(read_back(&log).await, (160, data_bytes));
+    assert_eq!(file_len(&dir, 0), data_bytes);
+    // Small appends between large ones, then a roll: the first segment is sealed to its data.
+    for i in 0..60 {
+        let len = if i % 3 == 0 { 9_000 } else { 600_000 };
+        log.append(Bytes::from(patterned_batch(9000 + i, len)), 0, 1)
+            .await
+            .unwrap();
+    }
+    assert_eq!(log.segment_count(), 2);
+    assert!(log.split_appends() > 0, "the new segment splits too");
+    let bases = log.segment_base_offsets();
+    let first_len = file_len(&dir, bases[0]);
+    assert!(first_len <= 48 << 20, "sealed at its data: {first_len}");
+    assert_eq!(read_back(&log).await, (220, log.size_bytes()));
+    log.close().await.unwrap();
+    let total: u64 = bases.iter().map(|&b| file_len(&dir, b)).sum();
+    assert_eq!(total, log.size_bytes(), "close cuts the allocation off");
+    // Reopened cleanly, everything reads back.
+    let log = Log::open(&dir, config, backend).await.unwrap();
+    assert_eq!(read_back(&log).await, (220, total));
+}
+
+#[test]
+fn allocation_ahead_never_damages_data_dma() {
+    common::run(BackendKind::Dma, allocation_ahead_never_damages_data);
 }
 
 #[test]
@@ -158,9 +239,7 @@ async fn append_small(log: &Log, dir: &Path) -> (u64, u64) {
 /// chunks (256 KiB) for small ones: a large zero write queued ahead of an acks=1 append would
 /// delay it (BENCHMARKS.md, change 26).
 async fn unflushed_logs_zero_in_small_chunks(backend: BackendKind, dir: PathBuf) {
-    let log = Log::open(&dir, LogConfig::default(), backend)
-        .await
-        .unwrap();
+    let log = Log::open(&dir, no_allocation(), backend).await.unwrap();
     assert_no_zeros_ahead(&log, &dir).await;
     let (on_disk, aligned) = append_small(&log, &dir).await;
     // 15 MB of data would allow 2 MiB chunks; 256 KiB ones keep at most 5 of them past
@@ -184,9 +263,7 @@ fn unflushed_logs_zero_in_small_chunks_dma() {
 /// Zeros follow the size of the appends: none while they are large (600 KB), written once
 /// they are small (8 KB) on average.
 async fn zeros_only_for_small_appends(backend: BackendKind, dir: PathBuf) {
-    let log = Log::open(&dir, LogConfig::default(), backend)
-        .await
-        .unwrap();
+    let log = Log::open(&dir, no_allocation(), backend).await.unwrap();
     log.flush().await.unwrap();
     assert_no_zeros_ahead(&log, &dir).await;
     let (on_disk, aligned) = append_small(&log, &dir).await;

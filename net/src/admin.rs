@@ -421,6 +421,7 @@ pub async fn open_owned(
         let tuning = crate::log::StorageTuning {
             cache_bytes: ctx.registry.cache_share_bytes(1),
             zeros_ahead: ctx.config.segment_zeros_ahead,
+            allocate_ahead: ctx.config.segment_allocate_ahead,
             recycle_segments: ctx.config.segment_recycle,
         };
         match PartitionLog::open(&dir, config.clone(), ctx.config.storage_backend, tuning).await {

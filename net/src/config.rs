@@ -161,6 +161,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "While a partition's append writes average under 32 KiB (larger ones gain nothing from it), write zeros ahead of its active segment's appends, in the background (O_DIRECT backend), so appends overwrite written blocks: io_uring issues them without a kernel worker thread (measured: 15% less broker CPU at 100,000 records/s of 16 KB batches) and an fsync has no file size change to persist. In chunks of up to 4 MiB for partitions that are flushed (acks=all, flush.messages, flush.ms), of up to 256 KiB for the others, whose acks=1 latency a large zero write queued ahead of an append would raise. Costs up to 16 MiB (about 1 MiB before a first flush) of disk per active segment and the disk bandwidth of the zeros.",
     },
     SettingSpec {
+        name: "log.segment.allocate.ahead",
+        kafka_name: "-",
+        default: "true",
+        doc: "While a partition's append writes average 32 KiB or more (when no zeros go ahead), allocate blocks ahead of its active segment's appends (fallocate, in the background, O_DIRECT backend; up to 16 MiB past the data and at most about half the data already in the segment), and write an append that reaches into them as two writes: the rewritten partly filled last block, and the rest. On ext4 each is then issued by io_uring without a kernel worker thread, where one write over both kinds of block, or past the file's end, is not (measured at 567,000 records/s of 256 KiB batches: the broker's write p99 0.75 ms against 2.0, BENCHMARKS change 35). The active segment's file size includes the allocated blocks until it is sealed; recovery after a crash cuts them off like the zeros ahead.",
+    },
+    SettingSpec {
         name: "io.registered.memory.bytes.per.core",
         kafka_name: "-",
         default: "auto",
@@ -349,6 +355,8 @@ pub struct BrokerConfig {
     pub tail_cache_bytes_per_core: usize,
     /// Write zeros ahead of active segments' appends (`log.segment.zeros.ahead`).
     pub segment_zeros_ahead: bool,
+    /// Allocate blocks ahead of active segments' large appends (`log.segment.allocate.ahead`).
+    pub segment_allocate_ahead: bool,
     /// Reuse retired segment files as new segments (`log.segment.recycle`).
     pub segment_recycle: bool,
     /// Memory each core registers with io_uring for write buffers
@@ -560,6 +568,10 @@ impl ConfigBuilder {
             segment_zeros_ahead: parse_bool(
                 "log.segment.zeros.ahead",
                 &get("log.segment.zeros.ahead"),
+            )?,
+            segment_allocate_ahead: parse_bool(
+                "log.segment.allocate.ahead",
+                &get("log.segment.allocate.ahead"),
             )?,
             segment_recycle: parse_bool("log.segment.recycle", &get("log.segment.recycle"))?,
             io_registered_memory_bytes_per_core: parse_registered_memory(

@@ -102,6 +102,8 @@ pub struct StorageTuning {
     pub cache_bytes: usize,
     /// `log.segment.zeros.ahead`.
     pub zeros_ahead: bool,
+    /// `log.segment.allocate.ahead`.
+    pub allocate_ahead: bool,
     /// `log.segment.recycle`.
     pub recycle_segments: bool,
 }
@@ -126,6 +128,7 @@ impl PartitionLog {
         let log_config = LogConfig {
             tail_cache_bytes: tuning.cache_bytes,
             zeros_ahead: tuning.zeros_ahead,
+            allocate_ahead: tuning.allocate_ahead,
             recycle_segments: tuning.recycle_segments,
             ..log_config(&config)
         };
@@ -145,6 +148,7 @@ impl PartitionLog {
         self.log.set_config(LogConfig {
             tail_cache_bytes: current.tail_cache_bytes,
             zeros_ahead: current.zeros_ahead,
+            allocate_ahead: current.allocate_ahead,
             recycle_segments: current.recycle_segments,
             ..log_config(&config)
         });
