@@ -48,6 +48,25 @@ fn file_len(dir: &Path, base: i64) -> u64 {
 
 const SIZES: [usize; 4] = [1000, 17_000, 130_000, 600_000];
 
+/// Four concurrent appenders, `per_task` batches each, cycling through `sizes`; then lets the
+/// background writes ahead settle.
+async fn append_concurrently(log: &Rc<Log>, sizes: &'static [usize], per_task: usize) {
+    let mut tasks = Vec::new();
+    for p in 0..4 {
+        let log = log.clone();
+        tasks.push(glommio::spawn_local(async move {
+            for i in 0..per_task {
+                let b = patterned_batch(p * 1000 + i, sizes[(p + i) % sizes.len()]);
+                log.append(Bytes::from(b), 0, 1).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+    glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+}
+
 async fn zeros_never_cover_data(backend: BackendKind, dir: PathBuf) {
     let config = LogConfig {
         segment_bytes: 48 << 20,
@@ -61,20 +80,7 @@ async fn zeros_never_cover_data(backend: BackendKind, dir: PathBuf) {
     log.flush().await.unwrap();
     // Four concurrent appenders of mixed sizes: groups grow large and often reach into the
     // zero write in flight, which they must wait for.
-    let mut tasks = Vec::new();
-    for p in 0..4 {
-        let log = log.clone();
-        tasks.push(glommio::spawn_local(async move {
-            for i in 0..50 {
-                let b = patterned_batch(p * 1000 + i, SIZES[(p + i) % SIZES.len()]);
-                log.append(Bytes::from(b), 0, 1).await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await;
-    }
-    glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+    append_concurrently(&log, &SIZES, 50).await;
     let data_bytes = log.size_bytes();
     assert_eq!(log.segment_count(), 1);
     let on_disk = file_len(&dir, 0);
@@ -156,21 +162,7 @@ async fn allocation_ahead_never_damages_data(backend: BackendKind, dir: PathBuf)
         ..LogConfig::default()
     };
     let log = Rc::new(Log::open(&dir, config.clone(), backend).await.unwrap());
-    const LARGE: [usize; 3] = [130_000, 600_000, 70_001];
-    let mut tasks = Vec::new();
-    for p in 0..4 {
-        let log = log.clone();
-        tasks.push(glommio::spawn_local(async move {
-            for i in 0..40 {
-                let b = patterned_batch(p * 1000 + i, LARGE[(p + i) % LARGE.len()]);
-                log.append(Bytes::from(b), 0, 1).await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await;
-    }
-    glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+    append_concurrently(&log, &[130_000, 600_000, 70_001], 40).await;
     let data_bytes = log.size_bytes();
     assert_eq!(log.segment_count(), 1);
     let on_disk = file_len(&dir, 0);
