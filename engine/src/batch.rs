@@ -22,6 +22,7 @@
 //! `batchLength` counts the bytes after itself, so a batch occupies `batchLength + 12` bytes.
 
 use crate::error::LogError;
+use bytes::Bytes;
 use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -379,6 +380,65 @@ pub(crate) fn stamp(
     let Some(header) = BatchHeader::view_mut(batch) else {
         return -1;
     };
+    match stamp_header(header, info, base_offset, leader_epoch, log_append_time_ms) {
+        Some(ts) => {
+            let crc = compute_crc(batch);
+            if let Some(h) = BatchHeader::view_mut(batch) {
+                h.crc.set(crc);
+            }
+            ts
+        }
+        None => info.max_timestamp,
+    }
+}
+
+/// [`stamp`] for a batch that lies in two buffers, `first` then `second` (an append written
+/// as two writes, `zero_ahead.rs`), so that neither is copied to make it contiguous. The
+/// header may itself be cut anywhere.
+pub(crate) fn stamp_split(
+    first: &mut [u8],
+    second: &mut [u8],
+    info: &BatchInfo,
+    base_offset: i64,
+    leader_epoch: i32,
+    log_append_time_ms: Option<i64>,
+) -> i64 {
+    let mut bytes = [0u8; HEADER_BYTES];
+    let in_first = first.len().min(HEADER_BYTES);
+    let in_second = HEADER_BYTES - in_first;
+    if second.len() < in_second {
+        return -1;
+    }
+    bytes[..in_first].copy_from_slice(&first[..in_first]);
+    bytes[in_first..].copy_from_slice(&second[..in_second]);
+    let Some(header) = BatchHeader::view_mut(&mut bytes) else {
+        return -1;
+    };
+    let stamped = stamp_header(header, info, base_offset, leader_epoch, log_append_time_ms);
+    if stamped.is_some() {
+        let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+        digest.update(&bytes[CRC_START..]);
+        digest.update(&first[in_first..]);
+        digest.update(&second[in_second..]);
+        let crc = digest.finalize() as u32;
+        if let Some(h) = BatchHeader::view_mut(&mut bytes) {
+            h.crc.set(crc);
+        }
+    }
+    first[..in_first].copy_from_slice(&bytes[..in_first]);
+    second[..in_second].copy_from_slice(&bytes[in_first..]);
+    stamped.unwrap_or(info.max_timestamp)
+}
+
+/// Sets a batch header's append fields; returns the new max timestamp when the CRC must be
+/// recomputed (it covers the timestamp), `None` when the stored one stands.
+fn stamp_header(
+    header: &mut BatchHeader,
+    info: &BatchInfo,
+    base_offset: i64,
+    leader_epoch: i32,
+    log_append_time_ms: Option<i64>,
+) -> Option<i64> {
     header.base_offset.set(base_offset);
     header.partition_leader_epoch.set(leader_epoch);
     let new_max = match (log_append_time_ms, info.record_max_timestamp) {
@@ -390,17 +450,10 @@ pub(crate) fn stamp(
         (None, Some((record_max, _))) if record_max != info.max_timestamp => Some(record_max),
         _ => None,
     };
-    match new_max {
-        Some(ts) => {
-            header.max_timestamp.set(ts);
-            let crc = compute_crc(batch);
-            if let Some(h) = BatchHeader::view_mut(batch) {
-                h.crc.set(crc);
-            }
-            ts
-        }
-        None => info.max_timestamp,
+    if let Some(ts) = new_max {
+        header.max_timestamp.set(ts);
     }
+    new_max
 }
 
 /// Iterate over the complete batches of a buffer of stored batches (e.g. a fetch response),
@@ -428,6 +481,76 @@ impl<'a> Iterator for BatchIter<'a> {
         let (batch, rest) = self.buf.split_at(total);
         self.buf = rest;
         Some((header, batch))
+    }
+}
+
+/// Iterate over the complete batches of stored data held as consecutive pieces (the tail
+/// cache's chunks), where a batch may run from one piece into the next (a split append).
+/// Yields each batch's header (a copy) and size; stops at the first incomplete or malformed
+/// one.
+pub(crate) struct PiecesBatchIter<'a> {
+    pieces: &'a [Bytes],
+    /// The cursor: a piece and a position in it.
+    piece: usize,
+    at: usize,
+    /// Bytes from the cursor to the end of the last piece.
+    left: usize,
+}
+
+impl<'a> PiecesBatchIter<'a> {
+    pub(crate) fn new(pieces: &'a [Bytes]) -> Self {
+        PiecesBatchIter {
+            pieces,
+            piece: 0,
+            at: 0,
+            left: pieces.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    /// The header at the cursor, gathered across pieces if it is cut.
+    fn header(&self) -> Option<BatchHeader> {
+        let here = &self.pieces.get(self.piece)?[self.at..];
+        if let Ok((header, _)) = BatchHeader::read_from_prefix(here) {
+            return Some(header);
+        }
+        let mut bytes = [0u8; HEADER_BYTES];
+        let mut filled = 0;
+        for piece in
+            std::iter::once(here).chain(self.pieces[self.piece + 1..].iter().map(|p| &p[..]))
+        {
+            let n = piece.len().min(HEADER_BYTES - filled);
+            bytes[filled..filled + n].copy_from_slice(&piece[..n]);
+            filled += n;
+            if filled == HEADER_BYTES {
+                return BatchHeader::read_from_bytes(&bytes).ok();
+            }
+        }
+        None
+    }
+}
+
+impl Iterator for PiecesBatchIter<'_> {
+    type Item = (BatchHeader, usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let header = self.header()?;
+        let total = header.total_bytes()?;
+        if total > self.left || header.magic != MAGIC_V2 {
+            return None;
+        }
+        self.left -= total;
+        let mut advance = total;
+        while let Some(piece) = self.pieces.get(self.piece) {
+            let room = piece.len() - self.at;
+            if advance < room {
+                self.at += advance;
+                break;
+            }
+            advance -= room;
+            self.piece += 1;
+            self.at = 0;
+        }
+        Some((header, total))
     }
 }
 
@@ -609,6 +732,84 @@ mod tests {
         assert_eq!(h.crc.get(), crc_before);
         assert_eq!(h.base_offset.get(), 1 << 40);
         assert!(crc_ok(&b));
+    }
+
+    /// A batch stamped in two pieces, cut anywhere (inside the header too), comes out byte for
+    /// byte as stamped whole: under LogAppendTime (CRC recomputed across the cut), under
+    /// CreateTime, and with a wrong maxTimestamp fixed.
+    #[test]
+    fn stamp_split_matches_stamp_at_every_cut() {
+        let mut wrong_max = sample(3);
+        BatchHeader::view_mut(&mut wrong_max)
+            .unwrap()
+            .max_timestamp
+            .set(1);
+        let fix_crc = compute_crc(&wrong_max);
+        BatchHeader::view_mut(&mut wrong_max)
+            .unwrap()
+            .crc
+            .set(fix_crc);
+        for (batch, lat) in [(sample(3), Some(777)), (sample(3), None), (wrong_max, None)] {
+            let info = validate_records(&batch, 1 << 20).unwrap()[0];
+            let mut whole = batch.clone();
+            let max_whole = stamp(&mut whole, &info, 5, 2, lat);
+            for cut in 1..batch.len() {
+                let mut pieces = batch.clone();
+                let (first, second) = pieces.split_at_mut(cut);
+                let max_split = stamp_split(first, second, &info, 5, 2, lat);
+                assert_eq!(max_split, max_whole, "cut at {cut}");
+                assert_eq!(pieces, whole, "cut at {cut}");
+            }
+            assert!(crc_ok(&whole));
+        }
+    }
+
+    /// Batches cut into pieces anywhere (headers too) are walked as over the contiguous
+    /// bytes: the same batches in the same order, ending at an incomplete one.
+    #[test]
+    fn pieces_batch_iter_follows_batches_across_cuts() {
+        let mut data = Vec::new();
+        for (i, n) in [1usize, 4, 2].into_iter().enumerate() {
+            let mut b = sample(n);
+            BatchHeader::view_mut(&mut b)
+                .unwrap()
+                .base_offset
+                .set(i as i64 * 10);
+            data.extend_from_slice(&b);
+        }
+        let whole: Vec<(i64, usize)> = BatchIter::new(&data)
+            .map(|(h, b)| (h.base_offset.get(), b.len()))
+            .collect();
+        assert_eq!(whole.len(), 3);
+        let walk = |pieces: &[Bytes]| -> Vec<(i64, usize)> {
+            PiecesBatchIter::new(pieces)
+                .map(|(h, len)| (h.base_offset.get(), len))
+                .collect()
+        };
+        let bytes = Bytes::from(data.clone());
+        for cut in 0..=data.len() {
+            let pieces = [bytes.slice(..cut), bytes.slice(cut..)];
+            assert_eq!(walk(&pieces), whole, "cut at {cut}");
+            let second = (cut + 37).min(data.len());
+            let three = [
+                bytes.slice(..cut),
+                bytes.slice(cut..second),
+                bytes.slice(second..),
+            ];
+            assert_eq!(walk(&three), whole, "cuts at {cut} and {second}");
+            // Cut short: only the batches that end before the cut.
+            let short = [bytes.slice(..cut)];
+            let complete: Vec<_> = whole
+                .iter()
+                .scan(0, |end, &(o, len)| {
+                    *end += len;
+                    Some((*end, (o, len)))
+                })
+                .take_while(|&(end, _)| end <= cut)
+                .map(|(_, b)| b)
+                .collect();
+            assert_eq!(walk(&short), complete, "short at {cut}");
+        }
     }
 
     proptest::proptest! {

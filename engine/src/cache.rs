@@ -9,7 +9,9 @@ struct Chunk {
     segment_base: i64,
     /// File position of `data[0]`.
     file_position: u64,
-    /// The appended bytes: whole batches, one append's worth.
+    /// The bytes of one write: whole batches, except that an append written in two parts
+    /// (`zero_ahead.rs`) is cached as two chunks and a batch may run from the first into the
+    /// second.
     data: Bytes,
     /// Memory the chunk keeps alive (its whole write buffer, padding included).
     held_bytes: usize,
@@ -42,7 +44,7 @@ impl TailCache {
         self.evict();
     }
 
-    /// Record that `data` (one append: whole batches) now lives at `file_position` of
+    /// Record that `data` (one write, see `Chunk::data`) now lives at `file_position` of
     /// segment `segment_base`, keeping `held_bytes` of memory alive. Appends arrive in
     /// (segment, position) order.
     pub(crate) fn insert(
@@ -151,7 +153,7 @@ impl TailCache {
 
     /// Up to `max_len` bytes of segment `segment_base` from `position`, as consecutive
     /// slices of the cached chunks (no copy): the first starts at `position`, each following
-    /// one where the previous ended, and a slice never spans two appends. `None` unless
+    /// one where the previous ended, and a slice never spans two chunks. `None` unless
     /// `position` is cached; fewer bytes when the segment's cached data ends first.
     pub(crate) fn slices(
         &self,

@@ -37,19 +37,86 @@ pub(crate) enum WriteBuf {
 }
 
 impl WriteBuf {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            WriteBuf::Heap(v) => v.len(),
+            WriteBuf::Dma(b) => b.len(),
+        }
+    }
+
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         match self {
             WriteBuf::Heap(v) => v.as_mut_slice(),
             WriteBuf::Dma(b) => b.as_bytes_mut(),
         }
     }
+}
 
-    /// The buffer, shared, as `write_at` returns it: for a filled buffer whose bytes went to
-    /// disk from copies.
-    pub(crate) fn into_shared(self) -> SharedBuf {
-        match self {
-            WriteBuf::Heap(v) => SharedBuf::Heap(Bytes::from(v)),
-            WriteBuf::Dma(b) => SharedBuf::Dma(Rc::new(b)),
+/// The buffers of one append write: one, or two when the write is split where the written
+/// blocks end (`zero_ahead.rs`). Each is filled in place, so no byte is copied twice.
+pub(crate) struct WriteBufs {
+    head: WriteBuf,
+    /// `[head.len(), ..)` of the write, when split.
+    rest: Option<WriteBuf>,
+}
+
+impl WriteBufs {
+    /// Buffers for a write of `len` bytes, split at `split_at` (both block multiples).
+    pub(crate) fn new(file: &SegFile, len: usize, split_at: Option<usize>) -> WriteBufs {
+        match split_at {
+            Some(at) if at > 0 && at < len => WriteBufs {
+                head: file.alloc(at),
+                rest: Some(file.alloc(len - at)),
+            },
+            _ => WriteBufs {
+                head: file.alloc(len),
+                rest: None,
+            },
+        }
+    }
+
+    /// Bytes `[from, to)` of the write: the part in the first buffer they touch, then the part
+    /// in the second (empty unless the range crosses the split).
+    pub(crate) fn range_mut(&mut self, from: usize, to: usize) -> (&mut [u8], &mut [u8]) {
+        let head = self.head.as_mut_slice();
+        let head_len = head.len();
+        match self.rest.as_mut().map(WriteBuf::as_mut_slice) {
+            Some(rest) if to > head_len => {
+                if from >= head_len {
+                    (
+                        &mut rest[from - head_len..to - head_len],
+                        Default::default(),
+                    )
+                } else {
+                    (&mut head[from..], &mut rest[..to - head_len])
+                }
+            }
+            _ => (&mut head[from..to], Default::default()),
+        }
+    }
+}
+
+/// What [`SegFile::write_bufs_at`] returns: the written buffers, shared (the second starts
+/// where the first ends).
+pub(crate) struct WrittenBufs {
+    pub head: SharedBuf,
+    pub rest: Option<SharedBuf>,
+}
+
+impl WrittenBufs {
+    /// Bytes `[from, to)` of the write, in at most two pieces (see `WriteBufs::range_mut`).
+    pub(crate) fn range(&self, from: usize, to: usize) -> (&[u8], &[u8]) {
+        let head = self.head.as_slice();
+        let head_len = head.len();
+        match self.rest.as_ref().map(SharedBuf::as_slice) {
+            Some(rest) if to > head_len => {
+                if from >= head_len {
+                    (&rest[from - head_len..to - head_len], &[])
+                } else {
+                    (&head[from..], &rest[..to - head_len])
+                }
+            }
+            _ => (&head[from..to], &[]),
         }
     }
 }
@@ -184,6 +251,29 @@ impl SegFile {
                 Ok(SharedBuf::Dma(shared))
             }
             _ => Err(io::Error::other("write buffer does not match the backend")),
+        }
+    }
+
+    /// Write the buffers at `pos`; when split, both parts are issued together.
+    pub(crate) async fn write_bufs_at(&self, bufs: WriteBufs, pos: u64) -> io::Result<WrittenBufs> {
+        let WriteBufs { head, rest } = bufs;
+        match rest {
+            None => Ok(WrittenBufs {
+                head: self.write_at(head, pos).await?,
+                rest: None,
+            }),
+            Some(rest) => {
+                let rest_pos = pos + head.len() as u64;
+                let (head, rest) = futures_lite::future::zip(
+                    self.write_at(head, pos),
+                    self.write_at(rest, rest_pos),
+                )
+                .await;
+                Ok(WrittenBufs {
+                    head: head?,
+                    rest: Some(rest?),
+                })
+            }
         }
     }
 

@@ -165,7 +165,8 @@ pub enum SendData {
     /// Whole batches in memory (the tail cache, or a read).
     Memory(Bytes),
     /// Whole batches in memory, in consecutive pieces: the tail cache's buffers of several
-    /// appends, referenced rather than copied into one. Each piece holds whole batches.
+    /// appends, referenced rather than copied into one. Together they hold whole batches; a
+    /// batch of an append written in two parts may run from one piece into the next.
     Pieces(Vec<Bytes>),
     /// Whole batches still on disk.
     File(FileRange),
@@ -886,37 +887,31 @@ impl Log {
             .cache
             .borrow()
             .slices(seg.base_offset, position, want as usize)?;
-        let mut pieces = Vec::with_capacity(slices.len());
-        let mut taken = 0u64;
-        'slices: for slice in slices {
-            let mut used = 0usize;
-            for (header, bytes) in batch::BatchIter::new(&slice) {
-                if taken == 0 && header.base_offset.get() != first.base_offset {
-                    tracing::warn!(
-                        segment = seg.base_offset,
-                        position,
-                        "tail cache and offset index disagree; reading instead"
-                    );
-                    return None;
-                }
-                let len = bytes.len() as u64;
-                if header.base_offset.get() >= limit || (taken > 0 && taken + len > want) {
-                    if used > 0 {
-                        pieces.push(slice.slice(..used));
-                    }
-                    break 'slices;
-                }
-                used += bytes.len();
-                taken += len;
+        // A batch of a split append runs from one slice into the next (`Segment::append`).
+        let mut taken = 0usize;
+        for (header, len) in batch::PiecesBatchIter::new(&slices) {
+            if taken == 0 && header.base_offset.get() != first.base_offset {
+                tracing::warn!(
+                    segment = seg.base_offset,
+                    position,
+                    "tail cache and offset index disagree; reading instead"
+                );
+                return None;
             }
-            if used > 0 {
-                pieces.push(slice.slice(..used));
-            }
-            // A batch cut by `want` (or one an append split, which appends never do) ends
-            // the data here: only whole batches go out.
-            if used < slice.len() {
+            if header.base_offset.get() >= limit || (taken > 0 && (taken + len) as u64 > want) {
                 break;
             }
+            taken += len;
+        }
+        // Only whole batches go out.
+        let mut pieces = Vec::with_capacity(slices.len());
+        for slice in slices {
+            if taken == 0 {
+                break;
+            }
+            let len = slice.len().min(taken);
+            pieces.push(slice.slice(..len));
+            taken -= len;
         }
         match pieces.len() {
             0 => None,

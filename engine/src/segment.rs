@@ -6,11 +6,10 @@ use crate::cache::TailCache;
 use crate::config::BackendKind;
 use crate::error::LogError;
 use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
-use crate::io::{SegFile, align_down, align_up};
+use crate::io::{SegFile, SharedBuf, WriteBufs, align_down, align_up};
 use crate::recycle::SpareFileSet;
 use crate::zero_ahead::{ZeroAhead, ZeroPlan};
 use bytes::Bytes;
-use futures_lite::future::zip;
 use std::cell::RefCell;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -156,6 +155,29 @@ fn offset_of_max_timestamp(batch: &[u8], facts: &BatchFacts) -> i64 {
         return facts.base_offset + delta as i64;
     }
     facts.last_offset
+}
+
+/// Copies `src` into a range given as its parts in two buffers (`WriteBufs::range_mut`).
+fn copy_in((first, second): (&mut [u8], &mut [u8]), src: &[u8]) {
+    let (a, b) = src.split_at(first.len());
+    first.copy_from_slice(a);
+    second.copy_from_slice(b);
+}
+
+/// The data bytes `range` of a written buffer as the tail cache keeps them, with the memory
+/// they hold. Small O_DIRECT writes carry up to a block of padding and prefix: copying the
+/// data out keeps the cache's memory proportional to data; big writes are kept as they are
+/// (shared with any core, see `lent.rs`).
+fn cached_part(buf: SharedBuf, range: std::ops::Range<usize>) -> (Bytes, usize) {
+    if buf.as_slice().len() > 2 * range.len() {
+        (
+            Bytes::copy_from_slice(&buf.as_slice()[range.clone()]),
+            range.len(),
+        )
+    } else {
+        let held_bytes = buf.held_bytes();
+        (buf.into_bytes().slice(range), held_bytes)
+    }
 }
 
 pub(crate) struct Segment {
@@ -743,7 +765,8 @@ impl Segment {
     }
 
     /// Append validated produce requests (a group of them, contiguous in offsets) at the
-    /// segment end in one write. Copies the bytes once into the write buffer and stamps
+    /// segment end in one write (two, issued together, where the written blocks end:
+    /// `zero_ahead.rs`). Copies the bytes once into the write buffer (one per part) and stamps
     /// offsets there, writes, then updates the metadata and the tail cache. On an I/O error
     /// nothing in memory changes, so the next append rewrites the same region and nothing
     /// acknowledged is lost. Caller holds the log's write lock.
@@ -772,27 +795,46 @@ impl Segment {
         } else {
             data_end
         };
-        let mut buf = self.file.alloc(alloc_len);
+        // Decided before the buffers are filled: a split write fills two buffers directly.
+        let mut split_at = None;
+        if aligned {
+            let write_end = write_pos + alloc_len as u64;
+            split_at = self
+                .zero
+                .before_append(write_pos, write_end)
+                .await
+                .map(|at| (at - write_pos) as usize);
+            // Claimed past `write_end` before this write is issued, so the two never overlap.
+            self.start_zeros_ahead(write_end, size + records_len as u64, zeros);
+            self.start_allocation_ahead(write_end, size + records_len as u64, zeros);
+        }
+        let mut bufs = WriteBufs::new(&self.file, alloc_len, split_at);
         let mut stamped = Vec::with_capacity(parts.iter().map(|p| p.infos.len()).sum());
         {
-            let dst = buf.as_mut_slice();
             // The padding past the data goes to disk: keep it deterministic (zeros). Every
             // byte before it is copied over below.
-            dst[data_end..].fill(0);
+            let (a, b) = bufs.range_mut(data_end, alloc_len);
+            a.fill(0);
+            b.fill(0);
             {
                 let m = self.meta.borrow();
                 debug_assert_eq!(m.tail.len(), prefix_len);
-                dst[..prefix_len].copy_from_slice(&m.tail);
+                copy_in(bufs.range_mut(0, prefix_len), &m.tail);
             }
             let mut at = prefix_len;
             for part in parts {
-                dst[at..at + part.records.len()].copy_from_slice(part.records);
+                copy_in(bufs.range_mut(at, at + part.records.len()), part.records);
                 let mut offset = part.first_offset;
                 for info in part.infos {
                     let from = at + info.position;
-                    let batch = &mut dst[from..from + info.total_bytes];
                     let lat = part.log_append_time_ms;
-                    let max_timestamp = batch::stamp(batch, info, offset, part.leader_epoch, lat);
+                    let epoch = part.leader_epoch;
+                    let max_timestamp = match bufs.range_mut(from, from + info.total_bytes) {
+                        (batch, []) => batch::stamp(batch, info, offset, epoch, lat),
+                        (first, second) => {
+                            batch::stamp_split(first, second, info, offset, epoch, lat)
+                        }
+                    };
                     let last_offset = offset + info.last_offset_delta as i64;
                     let offset_of_max = match (lat, info.record_max_timestamp) {
                         (Some(_), _) => offset,
@@ -816,36 +858,8 @@ impl Segment {
                 at += part.records.len();
             }
         }
-        let mut split = None;
-        if aligned {
-            let write_end = write_pos + alloc_len as u64;
-            split = self.zero.before_append(write_pos, write_end).await;
-            // Claimed past `write_end` before this write is issued, so the two never overlap.
-            self.start_zeros_ahead(write_end, size + records_len as u64, zeros);
-            self.start_allocation_ahead(write_end, size + records_len as u64, zeros);
-        }
-        // Two writes where the written blocks end, so each is issued inline (`zero_ahead.rs`).
-        // glommio writes whole buffers, so both parts are copies: the filled buffer stays whole
-        // for the tail cache, whose chunks must hold whole batches (zero-copy tail fetches).
-        let written = match split {
-            None => self.file.write_at(buf, write_pos).await,
-            Some(at) => {
-                let head_len = (at - write_pos) as usize;
-                let filled = buf.as_mut_slice();
-                let mut head = self.file.alloc(head_len);
-                head.as_mut_slice().copy_from_slice(&filled[..head_len]);
-                let mut rest = self.file.alloc(alloc_len - head_len);
-                rest.as_mut_slice().copy_from_slice(&filled[head_len..]);
-                let (head, rest) = zip(
-                    self.file.write_at(head, write_pos),
-                    self.file.write_at(rest, at),
-                )
-                .await;
-                head.and(rest).map(|_| buf.into_shared())
-            }
-        };
-        let shared = match written {
-            Ok(shared) => shared,
+        let written = match self.file.write_bufs_at(bufs, write_pos).await {
+            Ok(written) => written,
             Err(e) => {
                 if !aligned {
                     // Best effort: do not leave a partial write past the logical end.
@@ -874,23 +888,25 @@ impl Segment {
                 let tail_start = align_down(new_size);
                 let from = (tail_start - write_pos) as usize;
                 let to = (new_size - write_pos) as usize;
+                let (a, b) = written.range(from, to);
                 m.tail.clear();
-                m.tail.extend_from_slice(&shared.as_slice()[from..to]);
+                m.tail.extend_from_slice(a);
+                m.tail.extend_from_slice(b);
             }
         }
-        // Small O_DIRECT writes carry up to a block of padding and prefix: copying the data out
-        // keeps the cache's memory proportional to data; big writes are kept as they are
-        // (shared with any core, see `lent.rs`).
-        let (cached, held_bytes) = if alloc_len > 2 * records_len {
-            let data = Bytes::copy_from_slice(&shared.as_slice()[prefix_len..data_end]);
-            (data, records_len)
-        } else {
-            let held_bytes = shared.held_bytes();
-            (shared.into_bytes().slice(prefix_len..data_end), held_bytes)
-        };
-        cache
-            .borrow_mut()
-            .insert(self.base_offset, size, cached, held_bytes);
+        // A split write is cached as two chunks, and a batch may run from the first into the
+        // second (`Log::send_from_cache` follows it across).
+        let head_len = written.head.as_slice().len();
+        let mut cache = cache.borrow_mut();
+        let head_data = prefix_len..data_end.min(head_len);
+        let (data, held_bytes) = cached_part(written.head, head_data);
+        cache.insert(self.base_offset, size, data, held_bytes);
+        if let Some(rest) = written.rest.filter(|_| data_end > head_len) {
+            let rest_data = prefix_len.max(head_len) - head_len..data_end - head_len;
+            let position = write_pos + (head_len + rest_data.start) as u64;
+            let (data, held_bytes) = cached_part(rest, rest_data);
+            cache.insert(self.base_offset, position, data, held_bytes);
+        }
         Ok(())
     }
 

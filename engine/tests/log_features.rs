@@ -875,6 +875,8 @@ async fn tail_cache_charges_the_buffer_footprint(backend: BackendKind, dir: Path
     let config = LogConfig {
         segment_bytes: 64 << 20,
         tail_cache_bytes: 1 << 20,
+        // Each append in one buffer: written in two parts, it would be cached as two chunks.
+        allocate_ahead: false,
         ..LogConfig::default()
     };
     let log = Log::open(&dir, config, backend).await.unwrap();

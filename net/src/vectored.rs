@@ -9,7 +9,7 @@
 //! them. The connection then sends the parts with `sendmsg` and an iovec per part.
 //!
 //! Batches still on disk come from the engine as file ranges and go out with `sendfile`; the
-//! tail cache's batches may come as several pieces (one per append) rather than one `Bytes`.
+//! tail cache's batches may come as several pieces (one or two per append) rather than one `Bytes`.
 //! The encoder still needs one `Bytes` of the right length for each: [`Placeholders`] hands
 //! out placeholders, distinct slices of a static zero region (never touched, so it costs no
 //! memory), and [`PartsBuf`] swaps each back for its file range or its pieces. A placeholder
