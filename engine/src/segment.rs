@@ -921,8 +921,9 @@ impl Segment {
             let result = segment.file.allocate_to(to).await;
             segment.zero.allocation_finished(to, result.is_ok());
             if let Err(e) = result {
-                // Only a lost optimisation: appends past the allocation extend the file.
-                tracing::debug!(segment = %segment.log_path.display(), to, error = %e, "allocation ahead failed");
+                // Only a lost optimisation: appends past the allocation extend the file. None
+                // is tried again in this segment (`ZeroAhead::failed`).
+                tracing::warn!(segment = %segment.log_path.display(), to, error = %e, "allocation ahead failed; this segment's appends extend the file instead");
             }
         })
         .detach();
@@ -940,7 +941,8 @@ impl Segment {
             segment.zero.finished(start, end, result.is_ok());
             if let Err(e) = result {
                 // Only a lost optimisation: appends past this point extend the file instead.
-                tracing::debug!(segment = %segment.log_path.display(), start, error = %e, "zero write ahead failed");
+                // None is tried again in this segment (`ZeroAhead::failed`).
+                tracing::warn!(segment = %segment.log_path.display(), start, error = %e, "zero write ahead failed; this segment's appends extend the file instead");
             }
         })
         .detach();

@@ -56,6 +56,10 @@ pub(crate) struct ZeroAhead {
     allocating: Cell<Option<u64>>,
     /// Appends told to split (counted for tests).
     split_appends: Cell<u64>,
+    /// A zero write or an allocation failed (a full disk, a file system without `fallocate`):
+    /// nothing more is prepared ahead in this segment, rather than one failing call per
+    /// append. The next segment tries again.
+    failed: Cell<bool>,
 }
 
 impl ZeroAhead {
@@ -68,6 +72,7 @@ impl ZeroAhead {
             allocated_end: Cell::new(file_bytes),
             allocating: Cell::new(None),
             split_appends: Cell::new(0),
+            failed: Cell::new(false),
         }
     }
 
@@ -139,7 +144,7 @@ impl ZeroAhead {
         data_bytes: u64,
         plan: ZeroPlan,
     ) -> Option<u64> {
-        if self.allocating.get().is_some() {
+        if self.allocating.get().is_some() || self.failed.get() {
             return None;
         }
         let chunk = chunk_bytes(data_bytes, plan.allocate_chunk_max_bytes)?;
@@ -161,6 +166,8 @@ impl ZeroAhead {
         self.allocating.set(None);
         if allocated {
             self.allocated_end.set(self.allocated_end.get().max(to));
+        } else {
+            self.failed.set(true);
         }
         for waker in self.waiters.borrow_mut().drain(..) {
             waker.wake();
@@ -178,7 +185,7 @@ impl ZeroAhead {
         plan: ZeroPlan,
     ) -> Option<(u64, u64)> {
         let limit_bytes = plan.limit_bytes;
-        if self.in_flight.get().is_some() {
+        if self.in_flight.get().is_some() || self.failed.get() {
             return None;
         }
         let chunk = chunk_bytes(data_bytes, plan.chunk_max_bytes)?;
@@ -196,6 +203,8 @@ impl ZeroAhead {
         self.in_flight.set(None);
         if written {
             self.written_end.set(self.written_end.get().max(end));
+        } else {
+            self.failed.set(true);
         }
         for waker in self.waiters.borrow_mut().drain(..) {
             waker.wake();
@@ -343,10 +352,14 @@ mod tests {
         assert_eq!(z.claim_allocation(2 << 20, 4 << 20, plan), None);
         let next = z.claim_allocation(5 << 19, 4 << 20, plan).expect("due");
         assert_eq!(next, (5 << 19) + (2 << 20));
-        // A failed allocation leaves the allocated end where it was.
+        // A failed allocation leaves the allocated end where it was, and none follows in
+        // this segment (a full disk: not one failing call per append).
         z.allocation_finished(next, false);
         assert_eq!(z.allocated_end.get(), 3 << 20);
+        assert_eq!(z.claim_allocation(5 << 19, 4 << 20, plan), None);
+        assert_eq!(z.claim(5 << 19, 4 << 20, PLAN), None, "no zeros either");
         // Capped at the segment's size limit; a truncation drops what lay past it.
+        let z = ZeroAhead::new(0);
         let big = z.claim_allocation(63 << 20, 1 << 30, plan).expect("due");
         assert_eq!(big, 64 << 20);
         z.allocation_finished(big, true);
@@ -377,8 +390,10 @@ mod tests {
             let (s2, _) = z.claim(8192, data, PLAN).expect("due");
             assert_eq!(s2, e);
             z.finished(s2, s2 + ZERO_CHUNK_BYTES_MAX, false);
-            // A failed write leaves the written end where it was.
-            assert_eq!(z.claim(8192, data, PLAN).map(|c| c.0), Some(e));
+            // A failed write leaves the written end where it was, and no zero write follows
+            // in this segment (a full disk: not one failing write per append).
+            assert_eq!(z.written_end.get(), e);
+            assert_eq!(z.claim(8192, data, PLAN), None);
         });
     }
 
