@@ -53,6 +53,42 @@ def test_log_append_time(broker, topic_name):
         assert before - 1000 <= ts <= after + 1000
 
 
+def test_log_append_time_large_batches_keep_valid_crcs(broker_factory, topic_name):
+    """Large appends are written in two parts (into blocks allocated ahead), each from its own
+    buffer, and a batch may straddle the two; under LogAppendTime the broker rewrites each
+    batch's timestamp and so its CRC, across the cut. Served from the tail cache (the parts as
+    two pieces) with fetch limits that cut through them, kafka-python (which checks every
+    batch's CRC) reads every record back with its append time; confluent-kafka too."""
+    import hashlib
+
+    broker = broker_factory(extra_args=["--set", "tail.cache.bytes.per.core=268435456"])
+    create_topic(broker.bootstrap, topic_name, partitions=1, config={"message.timestamp.type": "LogAppendTime"})
+    messages = [(b"%d" % i, hashlib.sha256(b"%d" % i).digest() * 100, None, 1000 + i) for i in range(3000)]
+    before = int(time.time() * 1000)
+    produce_all(producer(broker.bootstrap, linger_ms=20, batch_size=262144), topic_name, messages, partition=0)
+    after = int(time.time() * 1000)
+
+    from kafka import TopicPartition as KafkaPythonTopicPartition
+
+    c = kafka_python_consumer(broker.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=15000,
+                              check_crcs=True, max_partition_fetch_bytes=50_000)
+    c.assign([KafkaPythonTopicPartition(topic_name, 0)])
+    c.seek_to_beginning()
+    seen = []
+    for msg in c:
+        assert msg.timestamp_type == 1, f"offset {msg.offset}: not LogAppendTime"
+        assert before - 1000 <= msg.timestamp <= after + 1000
+        seen.append((msg.offset, msg.key, msg.value))
+        if len(seen) == len(messages):
+            break
+    c.close()
+    assert seen == [(i, k, v) for i, (k, v, _, _) in enumerate(messages)]
+
+    got = consume_assigned(broker.bootstrap, topic_name, [0], len(messages))
+    assert [(m.offset(), m.value()) for m in got] == [(i, v) for i, (_, v, _, _) in enumerate(messages)]
+    assert all(m.timestamp()[0] == TIMESTAMP_LOG_APPEND_TIME for m in got)
+
+
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 def test_codecs_read_by_every_client(broker, topic_name, codec):
     create_topic(broker.bootstrap, topic_name, partitions=1)
