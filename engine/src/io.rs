@@ -9,6 +9,7 @@ use crate::woken::woken_only;
 use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::rc::Rc;
@@ -79,21 +80,21 @@ impl WriteBufs {
     /// in the second (empty unless the range crosses the split).
     pub(crate) fn range_mut(&mut self, from: usize, to: usize) -> (&mut [u8], &mut [u8]) {
         let head = self.head.as_mut_slice();
-        let head_len = head.len();
+        let (in_head, in_rest) = split_range(head.len(), from, to);
         match self.rest.as_mut().map(WriteBuf::as_mut_slice) {
-            Some(rest) if to > head_len => {
-                if from >= head_len {
-                    (
-                        &mut rest[from - head_len..to - head_len],
-                        Default::default(),
-                    )
-                } else {
-                    (&mut head[from..], &mut rest[..to - head_len])
-                }
-            }
-            _ => (&mut head[from..to], Default::default()),
+            Some(rest) if in_head.is_empty() => (&mut rest[in_rest], Default::default()),
+            Some(rest) => (&mut head[in_head], &mut rest[in_rest]),
+            None => (&mut head[from..to], Default::default()),
         }
     }
+}
+
+/// Where bytes `[from, to)` of a write lie when its first buffer holds `head_len` bytes: the
+/// range in the first buffer and the range in the second (either may be empty).
+fn split_range(head_len: usize, from: usize, to: usize) -> (Range<usize>, Range<usize>) {
+    let in_head = from.min(head_len)..to.min(head_len);
+    let in_rest = from.max(head_len) - head_len..to.max(head_len) - head_len;
+    (in_head, in_rest)
 }
 
 /// What [`SegFile::write_bufs_at`] returns: the written buffers, shared (the second starts
@@ -107,16 +108,11 @@ impl WrittenBufs {
     /// Bytes `[from, to)` of the write, in at most two pieces (see `WriteBufs::range_mut`).
     pub(crate) fn range(&self, from: usize, to: usize) -> (&[u8], &[u8]) {
         let head = self.head.as_slice();
-        let head_len = head.len();
+        let (in_head, in_rest) = split_range(head.len(), from, to);
         match self.rest.as_ref().map(SharedBuf::as_slice) {
-            Some(rest) if to > head_len => {
-                if from >= head_len {
-                    (&rest[from - head_len..to - head_len], &[])
-                } else {
-                    (&head[from..], &rest[..to - head_len])
-                }
-            }
-            _ => (&head[from..to], &[]),
+            Some(rest) if in_head.is_empty() => (&rest[in_rest], &[]),
+            Some(rest) => (&head[in_head], &rest[in_rest]),
+            None => (&head[from..to], &[]),
         }
     }
 }
@@ -363,5 +359,19 @@ impl SegFile {
             SegFile::Std(_) => Ok(()),
             SegFile::Dma(f) => Ok(woken_only(f.pre_allocate(len, true)).await?),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_range;
+
+    #[test]
+    fn ranges_split_at_the_first_buffer_end() {
+        assert_eq!(split_range(4096, 100, 200), (100..200, 0..0));
+        assert_eq!(split_range(4096, 4000, 5000), (4000..4096, 0..904));
+        assert_eq!(split_range(4096, 4096, 5000), (4096..4096, 0..904));
+        assert_eq!(split_range(4096, 5000, 6000), (4096..4096, 904..1904));
+        assert_eq!(split_range(4096, 0, 0), (0..0, 0..0));
     }
 }
