@@ -115,7 +115,33 @@ else:
 # The disk is measured right before each run that is compared with it (this virtual disk's
 # bandwidth drifts by half within minutes), and each ratio is the median of the ratios of
 # those pairs.
+# Deleting a file on a disk mounted with `discard` makes ext4 trim its blocks at the next
+# journal commit (within 5 s), and reads queued behind a trim of GBs waited up to 12 ms here:
+# the 1 GB file of each disk run, or the topic of the run before, slowed whatever ran next.
+# Every measured run starts once the disk is quiet: synced, nothing in flight, and no trim
+# started for a second (the device's counters in /sys; without them, after the sync only).
+def disk_stat_file(path):
+    st = os.stat(path)
+    f = f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/stat"
+    return f if os.path.exists(f) else None
+DISK_STAT = disk_stat_file(work)
+settle_waits = []
+def settle():
+    t0 = time.monotonic()
+    os.sync()
+    if DISK_STAT:
+        last = None
+        while time.monotonic() - t0 < 60:
+            fields = open(DISK_STAT).read().split()
+            # Field 9 is the I/Os in flight, field 14 the sectors discarded (Linux 4.18+).
+            now = (fields[8], fields[13] if len(fields) > 13 else None)
+            if now == last and now[0] == "0":
+                break
+            last = now
+            time.sleep(1)
+    settle_waits.append(time.monotonic() - t0)
 def disk_run():
+    settle()
     return run_json([G, "bench", "disk", "--data-dir", work, "--size-mb", "1024", "--json"])
 DISK_CMD = "gregor bench disk --data-dir <dir> --size-mb 1024"
 
@@ -158,6 +184,7 @@ try:
         return run_json([G, "bench", *args, "--bootstrap", B, "--json", "--no-progress"], timeout=timeout)
     common = ["--partitions", "6", "--producers", PRODUCERS, "--batch-bytes", BATCH]
     def produce(size, messages, acks):
+        settle()
         return bench("produce", "--topic", topic(), *common, "--messages", messages, "--size", size, "--acks", acks)
 
     # Each run: the disk, then produce acks=1, then produce acks=all, back to back.
@@ -182,6 +209,7 @@ try:
         t = topic()
         bench("produce", "--topic", t, *common, "--messages", P1K, "--size", "1024")
         d = disk_run()
+        settle()
         return d, bench("consume", "--topic", t, "--partitions", "6", "--messages", P1K, "--size", "1024")
     r = runs("catch-up consume", catchup)
     d, c = [x[0] for x in r], [x[1] for x in r]
@@ -194,9 +222,12 @@ try:
         # 3x P1K records from disk (written just before, so not in any cache).
         def e2e(t):
             return bench("e2e", "--topic", t, "--partitions", "6", "--producers", "2", "--size", "1024", "--rate", "100000", "--duration-secs", "6", timeout=60)
-        alone = e2e(topic())["latency_ms"]["p99"]
+        t = topic()
+        settle()
+        alone = e2e(t)["latency_ms"]["p99"]
         old = topic()
         bench("produce", "--topic", old, *common, "--messages", str(3 * int(P1K)), "--size", "1024")
+        settle()
         out = {}
         def live():
             try:
@@ -222,6 +253,7 @@ try:
         # cannot exceed what the producers write on the same 2 cores).
         t = topic()
         bench("produce", "--topic", t, "--partitions", "6", "--messages", "6", "--size", "1024")
+        settle()
         out = {}
         def produce_flat_out():
             try:
@@ -239,11 +271,17 @@ try:
     # settings (open loop, no coordinated omission). The same loads with Kafka's default
     # batch.size (16 KB), at half the maximum that setting reaches, are shown for information.
     lat_common = ["--partitions", "6", "--producers", PRODUCERS, "--batch-bytes", LAT_BATCH]
-    r = runs("produce 1 KB, latency batch size", lambda: bench("produce", "--topic", topic(), *lat_common, "--messages", P1K, "--size", "1024", "--acks", "1"))
+    def settled(f):
+        def g():
+            t = topic()
+            settle()
+            return f(t)
+        return g
+    r = runs("produce 1 KB, latency batch size", settled(lambda t: bench("produce", "--topic", t, *lat_common, "--messages", P1K, "--size", "1024", "--acks", "1")))
     record("p1k_lat_cfg_rec_s", field(r, "records_per_sec"), f"gregor bench produce --partitions 6 --producers {PRODUCERS} --batch-bytes {LAT_BATCH} --messages {P1K} --size 1024 --acks 1")
     def latency(prefix, flags, batch, max_rec_s):
         rate = str(int((max_rec_s or 200000) / 2))
-        r = runs(f"produce latency ({prefix})", lambda: bench("produce", "--topic", topic(), *flags, "--size", "1024", "--rate", rate, "--duration-secs", LAT_SECS, "--warmup-secs", "1", timeout=int(float(LAT_SECS)) + 60))
+        r = runs(f"produce latency ({prefix})", settled(lambda t: bench("produce", "--topic", t, *flags, "--size", "1024", "--rate", rate, "--duration-secs", LAT_SECS, "--warmup-secs", "1", timeout=int(float(LAT_SECS)) + 60)))
         record(f"{prefix}_p99_ms", field(r, "latency_ms", "p99"), f"gregor bench produce --partitions 6 --producers {PRODUCERS} --batch-bytes {batch} --size 1024 --rate {rate} --duration-secs {LAT_SECS} --warmup-secs 1")
         record(f"{prefix}_p999_ms", field(r, "latency_ms", "p999"), "(same run)")
         record(f"{prefix}_request_p99_ms", field(r, "request_latency_ms", "p99"), "(same run: from the request written to its acknowledgment)")
@@ -253,7 +291,7 @@ try:
         commands[f"{prefix}_batch_fill_ms"] = f"batch.size / about 1,040 bytes per 1 KB record / (rate / {PRODUCERS} producers)"
         # The first second is left out, as for the produce rows above (fresh memory and new
         # segment files; it is where most end-to-end spikes were seen).
-        r = runs(f"e2e latency ({prefix})", lambda: bench("e2e", "--topic", topic(), *flags, "--size", "1024", "--rate", rate, "--duration-secs", LAT_SECS, "--warmup-secs", "1", "--verify", timeout=int(float(LAT_SECS)) + 60))
+        r = runs(f"e2e latency ({prefix})", settled(lambda t: bench("e2e", "--topic", t, *flags, "--size", "1024", "--rate", rate, "--duration-secs", LAT_SECS, "--warmup-secs", "1", "--verify", timeout=int(float(LAT_SECS)) + 60)))
         record(f"{prefix}_e2e_p99_ms", field(r, "latency_ms", "p99"), f"gregor bench e2e --partitions 6 --producers {PRODUCERS} --batch-bytes {batch} --size 1024 --rate {rate} --duration-secs {LAT_SECS} --warmup-secs 1 --verify")
         results[f"{prefix}_e2e_worst_second_ms"] = med([max(x["series"]["latency_max_ms"] or [0]) for x in r])
     latency("lat", common, BATCH, results.get("p1k_rec_s"))
@@ -275,12 +313,14 @@ try:
     def tail():
         # iperf3 right before each read-back, so both see the same machine.
         t = f"tail-{time.monotonic_ns()}"
+        settle()
         run_json([G, "bench", "produce", "--bootstrap", TB, "--json", "--no-progress", "--topic", t, "--partitions", "6", "--producers", PRODUCERS, "--batch-bytes", BATCH, "--messages", TAIL_N, "--size", "1024"], timeout=300)
         # Read back by one consumer per broker core (the consumers split the partitions),
         # then by a single consumer: one consumer thread checking every CRC and walking every
         # record tops out near one core, so alone it measures the tool, not the broker.
         def consume(consumers):
             return run_json([G, "bench", "consume", "--bootstrap", TB, "--json", "--no-progress", "--topic", t, "--partitions", "6", "--messages", TAIL_N, "--size", "1024", "--consumers", str(consumers)], timeout=300)["mb_per_sec"]
+        settle()
         try:
             net = tcp() if iperf else None
             return net, consume(2), consume(1)
@@ -325,6 +365,9 @@ rows = [
     ("read oldest / newest of 1000 segments", results.get("oldest_over_newest"), "<= 1.20", lambda v: v <= 1.2, ""),
     ("broker peak RSS (MB)", results.get("broker_rss_peak_mb"), "info", lambda v: True, "see docs/BENCHMARKS.md"),
 ]
+results["settle_wait_s"] = sum(settle_waits)
+commands["settle_wait_s"] = f"waits for a quiet disk before {len(settle_waits)} runs (sync, no I/O in flight, no trim started for 1 s)"
+rows.append(("waits for a quiet disk, total (s)", results["settle_wait_s"], "info", lambda v: True, f"before {len(settle_waits)} runs, longest {max(settle_waits, default=0):.0f} s" + ("" if DISK_STAT else "; no block device counters, sync only")))
 load_after = open("/proc/loadavg").read().split()[0]
 print(f"\nbench-check {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, medians of {RUNS}, load {load_before} -> {load_after}")
 print(f"{'measure':40s} {'value':>12s} {'target':>8s}  {'':4s} detail")
