@@ -152,7 +152,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         name: "tail.cache.bytes.per.core",
         kafka_name: "-",
         default: "268435456",
-        doc: "Memory each core may use to keep recently appended batches for tail fetches, shared equally by the partitions it owns (so the total does not grow with the partition count). Each kept write buffer is charged its footprint in the registered region (the next power of two of its size).",
+        doc: "Memory each core may use to keep recently appended batches for tail fetches, shared equally by the partitions it owns (so the total does not grow with the partition count). Each kept write buffer is charged its footprint in the registered region (the next power of two of its size). With the O_DIRECT backend and `auto` registered memory, at most 960 MiB per core (the cache lives in that memory, which io_uring registers up to 1 GiB per core; see io.registered.memory.bytes.per.core).",
     },
     SettingSpec {
         name: "log.segment.zeros.ahead",
@@ -170,7 +170,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         name: "io.registered.memory.bytes.per.core",
         kafka_name: "-",
         default: "auto",
-        doc: "Memory each core allocates at start and registers with io_uring for O_DIRECT write buffers (glommio's io_memory). Writes from it skip pinning their pages on every write, and its pages are touched once at start instead of on the first writes (measured: 15% less broker CPU per produced record, BENCHMARKS change 24). `auto` is tail.cache.bytes.per.core plus 64 MiB (all cores together at most half the machine's memory): the tail cache keeps written buffers and is charged their footprint in this region, so the cache fits in it and the broker's memory is this region, not the cache on top of it. A number sets it (glommio's own default is 10 MiB). Without the right to lock that much memory (RLIMIT_MEMLOCK of 3 x this x cores, or CAP_IPC_LOCK), registration fails, the region serves as plain buffers, and the broker logs a warning at start saying how to fix it.",
+        doc: "Memory each core allocates at start and registers with io_uring for O_DIRECT write buffers (glommio's io_memory). Writes from it skip pinning their pages on every write, and its pages are touched once at start instead of on the first writes (measured: 15% less broker CPU per produced record, BENCHMARKS change 24). `auto` is tail.cache.bytes.per.core plus 64 MiB (all cores together at most half the machine's memory): the tail cache keeps written buffers and is charged their footprint in this region, so the cache fits in it and the broker's memory is this region, not the cache on top of it. A number sets it (glommio's own default is 10 MiB). Both are at most 1 GiB, the most io_uring registers as one buffer. Under `auto` the tail cache is cut to what fits in the region with the 64 MiB to spare (so at most 960 MiB per core); with a number set here, a cache that does not fit keeps its size and its buffers beyond the region come from the heap (unregistered, their pages faulted in on first use). Either way the broker says so at start. Without the right to lock that much memory (RLIMIT_MEMLOCK of 3 x this x cores, or CAP_IPC_LOCK), registration fails, the region serves as plain buffers, and the broker logs a warning at start saying how to fix it.",
     },
     SettingSpec {
         name: "log.segment.recycle",
@@ -351,8 +351,15 @@ pub struct BrokerConfig {
     pub fetch_max_bytes: usize,
     /// Keep the page cache of cold data sent to consumers (`fetch.cold.pages.keep`).
     pub fetch_cold_pages_keep: bool,
-    /// Tail-cache budget of each core, shared by its partitions.
+    /// Tail-cache budget of each core, shared by its partitions: `tail.cache.bytes.per.core`,
+    /// or less when `auto` registered memory cannot hold that much (see
+    /// [`tail_cache_requested_bytes_per_core`](Self::tail_cache_requested_bytes_per_core)).
     pub tail_cache_bytes_per_core: usize,
+    /// `tail.cache.bytes.per.core` as set. Under `auto` registered memory (Dma backend) a cache
+    /// that does not fit in the region with room for the writes in flight is cut to fit: past
+    /// the region its buffers would come from the heap, each page faulted in on its first
+    /// write (a second of latency per write while the cache filled, BENCHMARKS session 16).
+    pub tail_cache_requested_bytes_per_core: usize,
     /// Write zeros ahead of active segments' appends (`log.segment.zeros.ahead`).
     pub segment_zeros_ahead: bool,
     /// Allocate blocks ahead of active segments' large appends (`log.segment.allocate.ahead`).
@@ -538,10 +545,25 @@ impl ConfigBuilder {
             })?;
         }
         let cores = parse_num("cores", &get("cores"))?;
-        let tail_cache_bytes_per_core = parse_num(
+        let tail_cache_requested_bytes_per_core: usize = parse_num(
             "tail.cache.bytes.per.core",
             &get("tail.cache.bytes.per.core"),
         )?;
+        let registered_memory = get("io.registered.memory.bytes.per.core");
+        let io_registered_memory_bytes_per_core = parse_registered_memory(
+            &registered_memory,
+            tail_cache_requested_bytes_per_core,
+            cores,
+        )?;
+        let registered_auto = registered_memory.trim().eq_ignore_ascii_case("auto");
+        let tail_cache_bytes_per_core = if registered_auto && storage_backend == StorageBackend::Dma
+        {
+            tail_cache_requested_bytes_per_core.min(
+                io_registered_memory_bytes_per_core.saturating_sub(REGISTERED_BYTES_BEYOND_CACHE),
+            )
+        } else {
+            tail_cache_requested_bytes_per_core
+        };
         Ok(BrokerConfig {
             listen,
             advertised_host,
@@ -565,6 +587,7 @@ impl ConfigBuilder {
                 &get("fetch.cold.pages.keep"),
             )?,
             tail_cache_bytes_per_core,
+            tail_cache_requested_bytes_per_core,
             segment_zeros_ahead: parse_bool(
                 "log.segment.zeros.ahead",
                 &get("log.segment.zeros.ahead"),
@@ -574,11 +597,7 @@ impl ConfigBuilder {
                 &get("log.segment.allocate.ahead"),
             )?,
             segment_recycle: parse_bool("log.segment.recycle", &get("log.segment.recycle"))?,
-            io_registered_memory_bytes_per_core: parse_registered_memory(
-                &get("io.registered.memory.bytes.per.core"),
-                tail_cache_bytes_per_core,
-                cores,
-            )?,
+            io_registered_memory_bytes_per_core,
             retention_check_interval_ms: parse_num(
                 "log.retention.check.interval.ms",
                 &get("log.retention.check.interval.ms"),
@@ -628,12 +647,20 @@ fn invalid(name: &str, value: &str, reason: &str) -> ConfigError {
 
 /// Registered memory beyond the tail cache under `auto`: room for the writes in flight and
 /// the buffers of appends too small to be cached as they are.
-const REGISTERED_BYTES_BEYOND_CACHE: usize = 64 << 20;
+pub const REGISTERED_BYTES_BEYOND_CACHE: usize = 64 << 20;
+
+/// The most io_uring registers as one buffer: it refuses more with `EFAULT` (`SZ_1G` in
+/// `io_buffer_validate`, every kernel since 5.1), and glommio registers a core's whole region
+/// as one buffer. Registration then fails as a whole and the region's pages go untouched until
+/// writes fault them in one by one: on this host the first seconds of a 600 MB/s load had
+/// latencies of a second (BENCHMARKS, session 16).
+pub const REGISTERED_BYTES_MAX: usize = 1 << 30;
 
 /// `io.registered.memory.bytes.per.core`: glommio allocates it at start and panics if it
-/// cannot, so more than a quarter of the machine's memory per core is refused here. `auto`
-/// takes at most half the machine's memory over all cores in use (`cores_in_use`), since it is
-/// taken at start rather than as the cache fills.
+/// cannot, so more than a quarter of the machine's memory per core is refused here, and so is
+/// more than io_uring can register ([`REGISTERED_BYTES_MAX`]). `auto` takes at most half the
+/// machine's memory over all cores in use (`cores_in_use`), since it is taken at start rather
+/// than as the cache fills, and at most [`REGISTERED_BYTES_MAX`].
 fn parse_registered_memory(
     value: &str,
     tail_cache_bytes: usize,
@@ -657,9 +684,16 @@ fn parse_registered_memory(
     if value.trim().eq_ignore_ascii_case("auto") {
         let all_cores = share_of_memory(2 * cores_in_use(cores) as u128);
         let wanted = tail_cache_bytes.saturating_add(REGISTERED_BYTES_BEYOND_CACHE) as u128;
-        return Ok(wanted.min(all_cores) as usize);
+        return Ok(wanted.min(all_cores).min(REGISTERED_BYTES_MAX as u128) as usize);
     }
     let bytes: usize = parse_num(name, value)?;
+    if bytes > REGISTERED_BYTES_MAX {
+        return Err(invalid(
+            name,
+            value,
+            "more than io_uring registers as one buffer (1073741824 bytes)",
+        ));
+    }
     if bytes as u128 > limit_bytes {
         return Err(invalid(
             name,
@@ -812,10 +846,61 @@ mod tests {
         assert_eq!(auto("268435456", "2"), (256 + 64) << 20);
         assert_eq!(auto("0", "2"), 64 << 20);
         let huge = (1u64 << 50).to_string();
-        let one_core = auto(&huge, "1");
-        assert!(one_core < 1 << 50);
-        assert_eq!(auto(&huge, "4"), one_core / 4);
-        for bad in ["1000000000000000", "-1", "lots"] {
+        // SAFETY: sysconf only reads system parameters.
+        let physical_bytes = unsafe {
+            libc::sysconf(libc::_SC_PHYS_PAGES) as u128 * libc::sysconf(libc::_SC_PAGESIZE) as u128
+        };
+        for cores in [1u128, 4, 64] {
+            let share = (physical_bytes / (2 * cores)).min(REGISTERED_BYTES_MAX as u128);
+            assert_eq!(
+                auto(&huge, &cores.to_string()) as u128,
+                share,
+                "{cores} cores"
+            );
+        }
+        // io_uring registers at most 1 GiB as one buffer: `auto` stops there, a number past
+        // it is refused (registration would fail as a whole).
+        assert_eq!(auto(&(4u64 << 30).to_string(), "1"), 1 << 30);
+        assert_eq!(auto(&((1u64 << 30) - (64 << 20)).to_string(), "1"), 1 << 30);
+        let mut b = ConfigBuilder::new();
+        b.set("io.registered.memory.bytes.per.core", "1073741824", "flag")
+            .unwrap();
+        assert_eq!(
+            b.build().unwrap().io_registered_memory_bytes_per_core,
+            1 << 30
+        );
+        // Under `auto` (O_DIRECT backend) the cache is cut to what fits in the region with
+        // room for the writes in flight; with a region set by hand, or the std backend, it stays.
+        let cache = |sets: &[(&str, &str)]| {
+            let mut b = ConfigBuilder::new();
+            for (k, v) in sets {
+                b.set(k, v, "flag").unwrap();
+            }
+            let c = b.build().unwrap();
+            (
+                c.tail_cache_requested_bytes_per_core,
+                c.tail_cache_bytes_per_core,
+            )
+        };
+        let two_gib = (2u64 << 30).to_string();
+        let one_core = [
+            ("tail.cache.bytes.per.core", two_gib.as_str()),
+            ("cores", "1"),
+        ];
+        assert_eq!(cache(&one_core), (2 << 30, 960 << 20));
+        assert_eq!(
+            cache(&[("tail.cache.bytes.per.core", "268435456")]),
+            (256 << 20, 256 << 20)
+        );
+        let by_hand = [
+            one_core[0],
+            one_core[1],
+            ("io.registered.memory.bytes.per.core", "67108864"),
+        ];
+        assert_eq!(cache(&by_hand), (2 << 30, 2 << 30));
+        let std_backend = [one_core[0], one_core[1], ("storage.backend", "std")];
+        assert_eq!(cache(&std_backend), (2 << 30, 2 << 30));
+        for bad in ["1073745920", "1000000000000000", "-1", "lots"] {
             let mut b = ConfigBuilder::new();
             b.set("io.registered.memory.bytes.per.core", bad, "flag")
                 .unwrap();

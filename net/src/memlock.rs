@@ -1,4 +1,5 @@
-//! Whether the process may register its I/O memory with io_uring.
+//! Whether the process may register its I/O memory with io_uring, and whether the tail cache
+//! fits in it.
 //!
 //! Each core registers `io.registered.memory.bytes.per.core` with each of glommio's three
 //! io_uring rings. Without `CAP_IPC_LOCK` the kernel counts every registration against
@@ -47,6 +48,40 @@ fn shortfall(bytes_per_core: usize, cores: usize, memlock_bytes: u64) -> Option<
     ))
 }
 
+/// A warning to log when the tail cache and the registered region do not fit together, or
+/// None. `requested` is `tail.cache.bytes.per.core`, `cache` what the broker uses (less when
+/// `auto` registered memory could not hold it, see `BrokerConfig`), `region` the registered
+/// bytes per core. A cache that takes the region leaves later write buffers to the heap:
+/// unregistered (each write pins its pages) and faulted in on their first write.
+pub fn tail_cache_warning(requested: usize, cache: usize, region: usize) -> Option<String> {
+    use crate::config::{REGISTERED_BYTES_BEYOND_CACHE, REGISTERED_BYTES_MAX};
+    if cache < requested {
+        return Some(format!(
+            "tail.cache.bytes.per.core: the cache holds {} MiB per core, not the {} MiB set: \
+             it lives in the memory registered with io_uring for O_DIRECT writes, {} MiB per \
+             core here with {} MiB kept for writes in flight (io_uring registers at most {} MiB, \
+             and `auto` takes at most half the machine's memory over all cores)",
+            cache >> 20,
+            requested >> 20,
+            region >> 20,
+            REGISTERED_BYTES_BEYOND_CACHE >> 20,
+            REGISTERED_BYTES_MAX >> 20,
+        ));
+    }
+    if cache.saturating_add(REGISTERED_BYTES_BEYOND_CACHE) > region {
+        return Some(format!(
+            "tail.cache.bytes.per.core: a cache of {} MiB per core does not fit in the {} MiB \
+             of io.registered.memory.bytes.per.core with {} MiB to spare for writes in flight; \
+             write buffers beyond it come from the heap, unregistered, and their pages are \
+             touched on first use",
+            cache >> 20,
+            region >> 20,
+            REGISTERED_BYTES_BEYOND_CACHE >> 20,
+        ));
+    }
+    None
+}
+
 fn has_cap_ipc_lock() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -76,6 +111,23 @@ mod tests {
             text.contains("1920 MiB") && text.contains("8192 KiB"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_cache_cut_or_outgrowing_the_region_is_reported() {
+        let mib = 1usize << 20;
+        // The default: 256 MiB of cache in `auto`'s 320 MiB; the most that fits in 1 GiB.
+        assert!(tail_cache_warning(256 * mib, 256 * mib, 320 * mib).is_none());
+        assert!(tail_cache_warning(960 * mib, 960 * mib, 1024 * mib).is_none());
+        // Cut to fit under `auto`.
+        let text = tail_cache_warning(2048 * mib, 960 * mib, 1024 * mib).unwrap();
+        assert!(
+            text.contains("holds 960 MiB") && text.contains("2048 MiB set"),
+            "{text}"
+        );
+        // A region set smaller by hand.
+        let text = tail_cache_warning(256 * mib, 256 * mib, 64 * mib).unwrap();
+        assert!(text.contains("does not fit in the 64 MiB"), "{text}");
     }
 
     #[test]

@@ -175,6 +175,16 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
     {
         tracing::warn!("{warning}");
     }
+    // The std backend writes from the heap: no registered memory to fit in.
+    if config.storage_backend == crate::config::StorageBackend::Dma
+        && let Some(warning) = crate::memlock::tail_cache_warning(
+            config.tail_cache_requested_bytes_per_core,
+            config.tail_cache_bytes_per_core,
+            config.io_registered_memory_bytes_per_core,
+        )
+    {
+        tracing::warn!("{warning}");
+    }
     for (core, fd) in fds.into_iter().enumerate() {
         let (control_tx, control_rx) = futures_channel::mpsc::unbounded();
         controls.push(control_tx);

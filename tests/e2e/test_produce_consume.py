@@ -2,6 +2,7 @@
 codecs, ordering, large messages, restarts."""
 
 import json
+import re
 import time
 
 import pytest
@@ -382,6 +383,23 @@ def test_tail_reads_from_the_cache_serve_every_client(broker_factory, topic_name
     by_partition = produce_mixed_sizes(broker, topic_name, 12_000, linger_ms=20, batch_size=262144)
     assert_every_client_reads_back(broker, topic_name, by_partition, kafka_python_fetch_bytes=50_000)
     assert_every_client_reads_back(broker, topic_name, by_partition)
+
+
+def test_tail_cache_past_what_io_uring_registers(broker_factory, topic_name):
+    """A tail cache set past what io_uring registers as one buffer (1 GiB per core, where the
+    cache lives): the registered memory stops at that limit and the cache is cut to fit, with
+    a warning naming both sizes. Before, the region asked for (cache plus 64 MiB) was refused
+    by io_uring as a whole, glommio logged "registering buffers ... Bad address", and every
+    write buffer was faulted in page by page on first use (latencies of a second while the
+    cache filled). Every client still reads every record."""
+    broker = broker_factory(extra_args=["--set", f"tail.cache.bytes.per.core={2 << 30}"])
+    log = broker.log_text()
+    assert "registering buffers" not in log, log[-2000:]
+    assert re.search(r"the cache holds \d+ MiB per core, not the 2048 MiB set", log), log[-2000:]
+    create_topic(broker.bootstrap, topic_name, partitions=2)
+    by_partition = produce_mixed_sizes(broker, topic_name, 6_000, linger_ms=20, batch_size=262144)
+    assert_every_client_reads_back(broker, topic_name, by_partition)
+    assert "registering buffers" not in broker.log_text()
 
 
 def file_identity(path) -> tuple:
