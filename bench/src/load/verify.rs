@@ -6,6 +6,8 @@
 //! Records whose produce failed are not expected; if one shows up anyway (a broker may store a
 //! batch and still time out) it is counted as `unacked_received`, not as an error.
 
+use std::collections::hash_map::Entry;
+
 use serde::Serialize;
 
 /// Bytes at the start of an e2e payload.
@@ -107,8 +109,10 @@ impl ReceiveCheck {
             }
             return;
         }
-        match self.last.get(&(producer, partition)) {
-            Some(&last) if seq < last => {
+        // One hash per record (this runs for every record an e2e consumer reads).
+        match self.last.entry((producer, partition)) {
+            Entry::Occupied(e) if seq < *e.get() => {
+                let last = *e.get();
                 self.reordered += 1;
                 if self.examples.len() < MAX_EXAMPLES {
                     self.examples.push(format!(
@@ -116,8 +120,11 @@ impl ReceiveCheck {
                     ));
                 }
             }
-            _ => {
-                self.last.insert((producer, partition), seq);
+            Entry::Occupied(mut e) => {
+                e.insert(seq);
+            }
+            Entry::Vacant(e) => {
+                e.insert(seq);
             }
         }
     }
