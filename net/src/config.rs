@@ -829,13 +829,13 @@ mod tests {
 
     #[test]
     fn registered_memory_is_bounded() {
-        let mut b = ConfigBuilder::new();
-        b.set("io.registered.memory.bytes.per.core", "67108864", "flag")
-            .unwrap();
-        assert_eq!(
-            b.build().unwrap().io_registered_memory_bytes_per_core,
-            64 << 20
-        );
+        let set_by_hand = |value: &str| {
+            let mut b = ConfigBuilder::new();
+            b.set("io.registered.memory.bytes.per.core", value, "flag")
+                .unwrap();
+            b.build().map(|c| c.io_registered_memory_bytes_per_core)
+        };
+        assert_eq!(set_by_hand("67108864").unwrap(), 64 << 20);
         // `auto`: the tail cache plus 64 MiB, all cores together never past half the machine.
         let auto = |cache: &str, cores: &str| {
             let mut b = ConfigBuilder::new();
@@ -862,13 +862,7 @@ mod tests {
         // it is refused (registration would fail as a whole).
         assert_eq!(auto(&(4u64 << 30).to_string(), "1"), 1 << 30);
         assert_eq!(auto(&((1u64 << 30) - (64 << 20)).to_string(), "1"), 1 << 30);
-        let mut b = ConfigBuilder::new();
-        b.set("io.registered.memory.bytes.per.core", "1073741824", "flag")
-            .unwrap();
-        assert_eq!(
-            b.build().unwrap().io_registered_memory_bytes_per_core,
-            1 << 30
-        );
+        assert_eq!(set_by_hand("1073741824").unwrap(), 1 << 30);
         // Under `auto` (O_DIRECT backend) the cache is cut to what fits in the region with
         // room for the writes in flight; with a region set by hand, or the std backend, it stays.
         let cache = |sets: &[(&str, &str)]| {
@@ -901,10 +895,7 @@ mod tests {
         let std_backend = [one_core[0], one_core[1], ("storage.backend", "std")];
         assert_eq!(cache(&std_backend), (2 << 30, 2 << 30));
         for bad in ["1073745920", "1000000000000000", "-1", "lots"] {
-            let mut b = ConfigBuilder::new();
-            b.set("io.registered.memory.bytes.per.core", bad, "flag")
-                .unwrap();
-            assert!(b.build().is_err(), "{bad} accepted");
+            assert!(set_by_hand(bad).is_err(), "{bad} accepted");
         }
     }
 
