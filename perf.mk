@@ -185,8 +185,10 @@ try:
         return run_json([G, "bench", *args, "--bootstrap", B, "--json", "--no-progress"], timeout=timeout)
     common = ["--partitions", "6", "--producers", PRODUCERS, "--batch-bytes", BATCH]
     def produce(size, messages, acks):
+        # The topic first: taking it deletes the previous run's, whose trims settle() waits out.
+        t = topic()
         settle()
-        return bench("produce", "--topic", topic(), *common, "--messages", messages, "--size", size, "--acks", acks)
+        return bench("produce", "--topic", t, *common, "--messages", messages, "--size", size, "--acks", acks)
 
     # Each run: the disk, then produce acks=1, then produce acks=all, back to back.
     def produce_triple():
