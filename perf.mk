@@ -12,7 +12,7 @@
 #
 # Overrides: PERF_RUNS=3 PERF_DIR_PARENT=<dir on the disk to judge> PERF_P1K_MESSAGES=1500000
 # PERF_P100_MESSAGES=5000000 PERF_PRODUCERS=4 PERF_LATENCY_SECS=10 PERF_BATCH_BYTES=262144
-# PERF_LATENCY_BATCH_BYTES=16384 PERF_TAIL_MESSAGES=3000000 PERF_JSON=out.json
+# PERF_LATENCY_BATCH_BYTES=16384 PERF_TAIL_MESSAGES=1500000 PERF_JSON=out.json
 
 PERF_CARGO_TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 PERF_GREGOR := $(PERF_CARGO_TARGET_DIR)/release/gregor
@@ -29,8 +29,9 @@ PERF_LATENCY_SECS ?= 10
 PERF_BATCH_BYTES ?= 262144
 # batch.size of the informational latency loads (Kafka's default).
 PERF_LATENCY_BATCH_BYTES ?= 16384
-# Records written and then read back from the tail cache (1 KB each).
-PERF_TAIL_MESSAGES ?= 3000000
+# Records written and then read back from the tail cache (1 KB each): about 1.6 GB, which
+# fits in the 960 MiB per core that the cache can have (see the tail section below).
+PERF_TAIL_MESSAGES ?= 1500000
 PERF_JSON ?=
 
 define PERF_CHECK_PY
@@ -118,29 +119,52 @@ else:
 # Deleting a file on a disk mounted with `discard` makes ext4 trim its blocks at the next
 # journal commit (within 5 s), and reads queued behind a trim of GBs waited up to 12 ms here:
 # the 1 GB file of each disk run, or the topic of the run before, slowed whatever ran next.
-# Every measured run starts once the disk is quiet: synced, nothing in flight, and no trim
-# started for a second (the device's counters in /sys; without them, after the sync only).
+# A guest kernel with free page reporting (virtio-balloon, as on the Firecracker VMs here) hands
+# freed memory back to its host in passes 2 s apart. After a run's topic with GBs of page cache
+# (a catch-up's) was deleted, the passes went on for about 15 s, and during each one every
+# process on the VM stalled: a bare `sleep(0.5 ms)` loop woke 30 to 45 ms late, the broker's
+# end-to-end p99 at 100,000 records/s went from 7 to 32 ms (docs/BENCHMARKS.md, change 39).
+# Every measured run starts once the machine is quiet: synced, nothing in flight on the disk,
+# no trim started for 1 s, and under 128 MiB reported to the host in the last 3 s (the device's
+# counters and the kernel's reporting counter in /sys; whichever is missing is not waited
+# for). An idle VM here reports 10 to 30 MiB every 2 s, so "nothing reported" never comes.
 def disk_stat_file(path):
     st = os.stat(path)
     f = f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/stat"
     return f if os.path.exists(f) else None
 DISK_STAT = disk_stat_file(work)
+REPORTED_KIB = "/sys/module/page_reporting/parameters/reported_kib"
+REPORTED = REPORTED_KIB if os.path.exists(REPORTED_KIB) else None
 settle_waits = []
 def settle():
     t0 = time.monotonic()
     os.sync()
-    if DISK_STAT:
-        last = None
-        # At most 20 s: other I/O on the machine must not stall the check (trims here took 4 s).
-        while time.monotonic() - t0 < 20:
+    disk, disk_since = None, t0
+    reported = []  # (time, KiB reported so far)
+    # At most 30 s: other activity on the machine must not stall the check (trims here took
+    # 4 s, a 4.5 GB free took 15 s to report).
+    while time.monotonic() - t0 < 30:
+        at = time.monotonic()
+        quiet = True
+        if DISK_STAT:
             fields = open(DISK_STAT).read().split()
             # Field 9 is the I/Os in flight, field 14 the sectors discarded (Linux 4.18+).
             now = (fields[8], fields[13] if len(fields) > 13 else None)
-            if now == last and now[0] == "0":
-                break
-            last = now
-            time.sleep(1)
+            if now != disk:
+                disk, disk_since = now, at
+            quiet = quiet and now[0] == "0" and at - disk_since >= 1
+        if REPORTED:
+            now = int(open(REPORTED).read())
+            reported.append((at, now))
+            before = [kib for t, kib in reported if at - t >= 3]
+            quiet = quiet and bool(before) and now - before[-1] < (128 << 10)
+        if quiet:
+            break
+        time.sleep(0.25)
     settle_waits.append(time.monotonic() - t0)
+def sectors_read():
+    # Field 3 of the device's stat: 512-byte sectors read so far.
+    return int(open(DISK_STAT).read().split()[2]) if DISK_STAT else None
 def disk_run():
     settle()
     return run_json([G, "bench", "disk", "--data-dir", work, "--size-mb", "1024", "--json"])
@@ -308,9 +332,11 @@ finally:
 # Tail consume: read data that is still in the broker's memory (the tail cache), as fast as
 # the fetch path serves it. A broker of its own, whose cache holds everything written here;
 # the catch-up broker above keeps the default cache, so its reads come from disk.
-# Room for all of it on every core (whatever the partition placement); only what is written
-# is used.
-tail_mib_per_core = max(1024, int(TAIL_N) * 1100 // (1 << 20))
+# The cache lives in the memory registered with io_uring, at most 1 GiB per core, and `auto`
+# keeps 64 MiB of it for writes in flight: 960 MiB per core at most (BENCHMARKS change 38).
+# The records written must fit in that (3 million did not: half of them were read from
+# disk, change 40); the disk reads during the read-back are printed to show it.
+tail_mib_per_core = 960
 tail_broker, TB = start_broker(os.path.join(work, "tail-data"), f"tail.cache.bytes.per.core={tail_mib_per_core << 20}")
 try:
     def tail():
@@ -326,7 +352,10 @@ try:
         settle()
         try:
             net = tcp() if iperf else None
-            return net, consume(2), consume(1)
+            read_before = sectors_read()
+            two = consume(2)
+            read_mib = None if read_before is None else (sectors_read() - read_before) / 2048
+            return net, two, consume(1), read_mib
         finally:
             subprocess.run([G, "topics", "--bootstrap", TB, "delete", t], capture_output=True, timeout=60)
     r = runs("tail consume", tail)
@@ -334,7 +363,9 @@ try:
         record("tcp_mb_s", [x[0] for x in r], "iperf3 -c 127.0.0.1 -t 5 (one stream, right before each tail run)")
     record("tail_mb_s", [x[1] for x in r], f"gregor bench consume --partitions 6 --messages {TAIL_N} --consumers 2 (just produced, all in the tail cache: tail.cache.bytes.per.core={tail_mib_per_core} MiB)")
     record("tail_one_consumer_mb_s", [x[2] for x in r], "the same with --consumers 1, right after")
-    record("tail_over_tcp", [c / n for n, c, _ in r if n], "each tail run (2 consumers) over the iperf3 run just before it")
+    record("tail_over_tcp", [c / n for n, c, _, _ in r if n], "each tail run (2 consumers) over the iperf3 run just before it")
+    if all(x[3] is not None for x in r):
+        record("tail_disk_read_mib", [x[3] for x in r], "MiB read from the data disk while the 2 consumers read (0: all from the tail cache)")
 finally:
     stop_broker(tail_broker)
 
@@ -350,6 +381,7 @@ rows = [
     ("produce 100 B acks=1, records/s", results.get("p100_rec_s"), ">= 2e6", lambda v: v >= 2e6, ""),
     ("acks=all / acks=1 (1 KB)", results.get("pall_over_p1k"), ">= 0.60", lambda v: v >= 0.6, f'medians {fmt("pall_mb_s")} / {fmt("p1k_mb_s")} MB/s'),
     ("tail consume / loopback TCP", results.get("tail_over_tcp"), ">= 0.70", lambda v: v >= 0.7, f'medians {fmt("tail_mb_s")} / {fmt("tcp_mb_s")} MB/s' if iperf else "iperf3 not installed (apt-get install iperf3), no TCP figure to divide by"),
+    ("  read from disk meanwhile (MiB)", results.get("tail_disk_read_mib"), "info", lambda v: True, "about 0: the tail cache served it"),
     ("tail consume, 1 consumer (MB/s)", results.get("tail_one_consumer_mb_s"), "info", lambda v: True, "one client thread"),
     ("tail consume while producing (MB/s)", results.get("tail_live_mb_s"), "info", lambda v: True, "bounded by the producers on the same cores"),
     ("catch-up consume / disk read", results.get("catchup_over_disk"), ">= 0.80", lambda v: v >= 0.8, f'medians {fmt("catchup_mb_s")} / {fmt("disk_read_mb_s")} MB/s'),
@@ -369,8 +401,9 @@ rows = [
     ("broker peak RSS (MB)", results.get("broker_rss_peak_mb"), "info", lambda v: True, "see docs/BENCHMARKS.md"),
 ]
 results["settle_wait_s"] = sum(settle_waits)
-commands["settle_wait_s"] = f"waits for a quiet disk before {len(settle_waits)} runs (sync, no I/O in flight, no trim started for 1 s)"
-rows.append(("waits for a quiet disk, total (s)", results["settle_wait_s"], "info", lambda v: True, f"before {len(settle_waits)} runs, longest {max(settle_waits, default=0):.0f} s" + ("" if DISK_STAT else "; no block device counters, sync only")))
+commands["settle_wait_s"] = f"waits for a quiet machine before {len(settle_waits)} runs (sync, no I/O in flight, no trim started for 1 s, under 128 MiB reported to the host in 3 s)"
+unwatched = [name for name, f in (("block device counters", DISK_STAT), ("page reporting counter", REPORTED)) if not f]
+rows.append(("waits for a quiet machine, total (s)", results["settle_wait_s"], "info", lambda v: True, f"before {len(settle_waits)} runs, longest {max(settle_waits, default=0):.0f} s" + (f"; not watched (absent): {', '.join(unwatched)}" if unwatched else "")))
 load_after = open("/proc/loadavg").read().split()[0]
 print(f"\nbench-check {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, medians of {RUNS}, load {load_before} -> {load_after}")
 print(f"{'measure':40s} {'value':>12s} {'target':>8s}  {'':4s} detail")
