@@ -167,9 +167,13 @@ def settle():
             break
         time.sleep(0.25)
     settle_waits.append(time.monotonic() - t0)
-def sectors_read():
-    # Field 3 of the device's stat: 512-byte sectors read so far.
-    return int(open(DISK_STAT).read().split()[2]) if DISK_STAT else None
+def with_disk_reads(f):
+    """(f(), MiB read from the data disk while it ran), or None for the MiB without the
+    device's counters (field 3 of its stat: 512-byte sectors read so far)."""
+    sectors = lambda: int(open(DISK_STAT).read().split()[2]) if DISK_STAT else None
+    before = sectors()
+    out = f()
+    return out, None if before is None else (sectors() - before) / 2048
 def disk_run():
     settle()
     return run_json([G, "bench", "disk", "--data-dir", work, "--size-mb", "1024", "--json"])
@@ -296,9 +300,7 @@ try:
                 out["p"] = e
         th = threading.Thread(target=produce_flat_out); th.start(); time.sleep(1)
         try:
-            read_before = sectors_read()
-            mb_s = bench("consume", "--topic", t, "--partitions", "6", "--messages", "1000000000", "--size", "1024", "--from-latest", "--duration-secs", "4", "--timeout-secs", "5", timeout=60)["mb_per_sec"]
-            return mb_s, None if read_before is None else (sectors_read() - read_before) / 2048
+            return with_disk_reads(lambda: bench("consume", "--topic", t, "--partitions", "6", "--messages", "1000000000", "--size", "1024", "--from-latest", "--duration-secs", "4", "--timeout-secs", "5", timeout=60)["mb_per_sec"])
         finally:
             th.join()
     r = runs("tail consume while producing", tail_while_producing)
@@ -364,9 +366,7 @@ try:
         settle()
         try:
             net = tcp() if iperf else None
-            read_before = sectors_read()
-            two = consume(2)
-            read_mib = None if read_before is None else (sectors_read() - read_before) / 2048
+            two, read_mib = with_disk_reads(lambda: consume(2))
             return net, two, consume(1), read_mib
         finally:
             subprocess.run([G, "topics", "--bootstrap", TB, "delete", t], capture_output=True, timeout=60)

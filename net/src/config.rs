@@ -691,7 +691,7 @@ fn parse_registered_memory(
         return Err(invalid(
             name,
             value,
-            "more than io_uring registers as one buffer (1073741824 bytes)",
+            &format!("more than io_uring registers as one buffer ({REGISTERED_BYTES_MAX} bytes)"),
         ));
     }
     if bytes as u128 > limit_bytes {
