@@ -78,6 +78,13 @@ pub struct LogConfig {
     /// DeleteRecords as new segments (after `file_delete_delay_ms`, once no reader holds
     /// them), instead of deleting them and allocating new ones.
     pub recycle_segments: bool,
+    /// Gregor extension (Dma backend): [`crate::Log::read_for_send`] reads data that is no
+    /// longer in the tail cache with O_DIRECT into memory, with reads started ahead of the
+    /// next fetch (`read_ahead_bytes`), instead of handing out file ranges for `sendfile`.
+    pub direct_cold_reads: bool,
+    /// With `direct_cold_reads`: the most bytes of reads ahead the log holds, in flight or
+    /// done and not yet taken by a fetch.
+    pub read_ahead_bytes: usize,
 }
 
 /// Kafka's default `max.message.bytes`.
@@ -104,6 +111,8 @@ impl Default for LogConfig {
             zeros_ahead_append_bytes_max: 32 << 10,
             allocate_ahead: true,
             recycle_segments: true,
+            direct_cold_reads: false,
+            read_ahead_bytes: 8 << 20,
         }
     }
 }

@@ -34,6 +34,7 @@ mod index;
 mod io;
 mod lent;
 mod log;
+mod read_ahead;
 mod recycle;
 mod segment;
 mod sync;
@@ -44,6 +45,6 @@ pub use config::{BackendKind, DEFAULT_MAX_MESSAGE_BYTES, LogConfig, TimestampTyp
 pub use deleter::{DELETED_SUFFIX, retire_dir, sweep_retired, wait_idle as wait_for_deletions};
 pub use error::{LogError, kafka_code};
 pub use log::{
-    AppendInfo, CLEAN_SHUTDOWN_FILE, FileRange, LOG_START_CHECKPOINT_FILE, Log, ReadResult,
-    SendData, SendRead, segment_file_name,
+    AppendInfo, CLEAN_SHUTDOWN_FILE, ColdReadPace, FileRange, LOG_START_CHECKPOINT_FILE, Log,
+    ReadResult, SendData, SendRead, segment_file_name,
 };

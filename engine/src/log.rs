@@ -7,6 +7,7 @@ use crate::batch;
 use crate::cache::TailCache;
 use crate::config::{BackendKind, LogConfig, TimestampType};
 use crate::error::LogError;
+use crate::read_ahead::{Chunk, ReadAhead};
 use crate::recycle::SpareFiles;
 use crate::segment::{AppendPart, BatchFacts, Segment, Window, file_name};
 use crate::sync::LocalMutex;
@@ -217,6 +218,37 @@ const SEND_FILE_MARGIN_BYTES: u64 = 16 << 20;
 /// once this one is sent, and reading the range alone left the disk idle in between.
 const COLD_READ_AHEAD_BYTES: u64 = 4 << 20;
 
+/// Reads ahead of a consumer catching up are this large (the last one of a segment may be
+/// shorter), and so are the reads of what a fetch asks for, while nobody waits on the disk
+/// ([`ColdReadPace::Ahead`]).
+const READ_AHEAD_CHUNK_BYTES: u64 = 1 << 20;
+
+/// Reads of what a fetch asks for while writes wait on the disk ([`ColdReadPace::Paced`]).
+const PACED_CHUNK_BYTES: u64 = 256 << 10;
+
+/// A read a cold fetch needs ([`Log::send_direct`]).
+enum Planned {
+    /// Started, by this fetch or ahead of it.
+    Started(Chunk),
+    /// Not started yet: this many bytes.
+    Missing(usize),
+    /// Awaited already.
+    Taken,
+}
+
+/// How a cold read with `LogConfig::direct_cold_reads` uses the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColdReadPace {
+    /// Nobody else is waiting on the disk: read what the fetch asks for in 1 MiB reads
+    /// issued at once, and start reads of up to `LogConfig::read_ahead_bytes` past it for the
+    /// next fetch.
+    Ahead,
+    /// Writes are waiting on the disk (an append queues behind every read issued before
+    /// it): read what the fetch asks for in 256 KiB reads, one more in flight, and nothing
+    /// past it.
+    Paced,
+}
+
 /// A Kafka partition log stored as a directory of segments.
 ///
 /// `!Send`: it belongs to one core. With [`BackendKind::Dma`] it must be opened and used inside
@@ -228,6 +260,8 @@ pub struct Log {
     /// Ordered by base offset; never empty; the last one is the active segment.
     segments: RefCell<Vec<Rc<Segment>>>,
     cache: RefCell<TailCache>,
+    /// Reads ahead of consumers catching up (`LogConfig::direct_cold_reads`).
+    read_ahead: RefCell<ReadAhead>,
     write_lock: LocalMutex,
     /// Retired segment files kept for reuse as new segments (Dma backend).
     spares: RefCell<SpareFiles>,
@@ -385,6 +419,7 @@ impl Log {
             dir,
             backend,
             cache: RefCell::new(TailCache::new(config.tail_cache_bytes)),
+            read_ahead: RefCell::new(ReadAhead::new(config.read_ahead_bytes)),
             config: RefCell::new(config),
             segments: RefCell::new(segments),
             write_lock: LocalMutex::default(),
@@ -715,16 +750,33 @@ impl Log {
     /// `sendfile` (no user-space copy, no memory held per response). Only whole sealed data
     /// is handed out this way: ranges below the high watermark, and with the Dma backend,
     /// in a sealed segment or well below the active segment's write position.
+    ///
+    /// With `LogConfig::direct_cold_reads` (Dma backend), such data is read instead, with
+    /// O_DIRECT, and reads are started ahead of the next fetch ([`ColdReadPace::Ahead`]).
     pub async fn read_for_send(
         &self,
         offset: i64,
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<SendRead, LogError> {
+        self.read_for_send_paced(offset, max_bytes, max_offset, ColdReadPace::Ahead)
+            .await
+    }
+
+    /// [`Log::read_for_send`], with cold reads using the disk as `pace` says (with
+    /// `LogConfig::direct_cold_reads`; otherwise `pace` changes nothing).
+    pub async fn read_for_send_paced(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        pace: ColdReadPace,
+    ) -> Result<SendRead, LogError> {
         let limit = self.read_limit(offset, max_offset)?;
         let data = self
             .first_found(offset, limit, async |seg| {
-                self.send_segment(&seg, offset, max_bytes, limit).await
+                self.send_segment(&seg, offset, max_bytes, limit, pace)
+                    .await
             })
             .await?
             .unwrap_or_default();
@@ -742,6 +794,7 @@ impl Log {
         offset: i64,
         max_bytes: usize,
         limit: i64,
+        pace: ColdReadPace,
     ) -> Result<Option<SendData>, LogError> {
         let (end, next_offset) = {
             let m = seg.meta.borrow();
@@ -754,8 +807,16 @@ impl Log {
         };
         let interval = self.config.borrow().index_interval_bytes as usize;
         let mut window = Window::new(2 * interval);
-        let Some((position, first)) = seg.locate(&self.cache, &mut window, offset, end).await?
-        else {
+        let direct = self.backend == BackendKind::Dma && self.config.borrow().direct_cold_reads;
+        let continued = match direct {
+            true => self.continuation(seg, offset, end),
+            false => None,
+        };
+        let located = match continued {
+            Some(found) => Some(found),
+            None => seg.locate(&self.cache, &mut window, offset, end).await?,
+        };
+        let Some((position, first)) = located else {
             return Ok(None);
         };
         let want = (max_bytes.min(READ_WINDOW_BYTES_MAX) as u64)
@@ -765,6 +826,18 @@ impl Log {
         let cached = self.cache.borrow().holds_from(seg.base_offset, position);
         if cached && let Some(data) = self.send_from_cache(seg, position, &first, want, limit) {
             return Ok(Some(data));
+        }
+        if !cached && direct {
+            let sent = self
+                .send_direct(seg, position, &first, want, end, limit, pace)
+                .await?;
+            if let Some(data) = sent {
+                return Ok(Some(data));
+            }
+            return Ok(self
+                .read_segment(seg, offset, max_bytes, limit)
+                .await?
+                .map(SendData::Memory));
         }
         // Data up to `limit` only: a segment reaching past it is read (rare: the high
         // watermark trails the log end only while an append completes). So is data not yet
@@ -887,36 +960,142 @@ impl Log {
             .cache
             .borrow()
             .slices(seg.base_offset, position, want as usize)?;
-        // A batch of a split append runs from one slice into the next (`Segment::append`).
-        let mut taken = 0usize;
-        for (header, len) in batch::PiecesBatchIter::new(&slices) {
-            if taken == 0 && header.base_offset.get() != first.base_offset {
-                tracing::warn!(
-                    segment = seg.base_offset,
-                    position,
-                    "tail cache and offset index disagree; reading instead"
-                );
-                return None;
+        let cut = whole_batches(slices, first.base_offset, want, limit);
+        if cut.is_none() {
+            tracing::warn!(
+                segment = seg.base_offset,
+                position,
+                "tail cache and offset index disagree; reading instead"
+            );
+        }
+        cut.map(|(data, _, _)| data)
+    }
+
+    /// Where batch `offset` starts in `seg` and its facts, if a read ahead starts with it
+    /// (the rest of the read that served the previous fetch).
+    fn continuation(&self, seg: &Segment, offset: i64, end: u64) -> Option<(u64, BatchFacts)> {
+        let (position, bytes) = self
+            .read_ahead
+            .borrow()
+            .starting_with(seg.base_offset, offset)?;
+        let facts = batch::BatchHeader::view(&bytes).and_then(BatchFacts::from_header)?;
+        (facts.base_offset == offset && position + facts.total_bytes <= end)
+            .then_some((position, facts))
+    }
+
+    /// Sends cold data read with O_DIRECT: from `position` (where `first` starts), at most
+    /// `want` bytes of whole batches below offset `limit`, from reads started ahead by earlier
+    /// fetches where there are some, the rest read now. Then starts reads past it for the
+    /// next fetch, as `pace` allows. `None` if the data read does not start with `first` (the
+    /// caller then reads the usual way, which reports a corrupt log).
+    #[allow(clippy::too_many_arguments)]
+    async fn send_direct(
+        &self,
+        seg: &Rc<Segment>,
+        position: u64,
+        first: &BatchFacts,
+        want: u64,
+        end: u64,
+        limit: i64,
+        pace: ColdReadPace,
+    ) -> Result<Option<SendData>, LogError> {
+        if first.base_offset >= limit {
+            return Ok(Some(SendData::default()));
+        }
+        let (step, in_flight_max) = match pace {
+            ColdReadPace::Ahead => (READ_AHEAD_CHUNK_BYTES, usize::MAX),
+            ColdReadPace::Paced => (PACED_CHUNK_BYTES, 2),
+        };
+        let chunk_end = |at: u64| ((at / step + 1) * step).min(end);
+        // What covers [position, position + want), each from where the one before ends:
+        // reads already started (which may begin earlier), or reads to start.
+        let stop = position + want;
+        let mut planned: Vec<(u64, Planned)> = Vec::new();
+        let mut at = position;
+        while at < stop {
+            let (next, plan) = match self.read_ahead.borrow_mut().take(seg.base_offset, at) {
+                Some(chunk) => (chunk.position + chunk.len as u64, Planned::Started(chunk)),
+                None => (
+                    chunk_end(at),
+                    Planned::Missing((chunk_end(at) - at) as usize),
+                ),
+            };
+            planned.push((at, plan));
+            at = next;
+        }
+        // (where this fetch's bytes start in the chunk, the chunk's position, its bytes)
+        let mut used: Vec<(u64, u64, Bytes)> = Vec::with_capacity(planned.len());
+        for i in 0..planned.len() {
+            // Start the missing reads up to `in_flight_max` from the one awaited.
+            for (from, plan) in planned.iter_mut().skip(i).take(in_flight_max) {
+                if let Planned::Missing(len) = *plan {
+                    *plan = Planned::Started(Chunk::start(seg, *from, len));
+                }
             }
-            if header.base_offset.get() >= limit || (taken > 0 && (taken + len) as u64 > want) {
+            let (from, plan) = &mut planned[i];
+            let Planned::Started(chunk) = std::mem::replace(plan, Planned::Taken) else {
+                break;
+            };
+            let chunk_position = chunk.position;
+            let expected = chunk.len;
+            let bytes = chunk.bytes().await?;
+            let short = bytes.len() < expected;
+            used.push((*from, chunk_position, bytes));
+            if short {
                 break;
             }
-            taken += len;
         }
-        // Only whole batches go out.
-        let mut pieces = Vec::with_capacity(slices.len());
-        for slice in slices {
-            if taken == 0 {
+        drop(planned);
+        let pieces: Vec<Bytes> = used
+            .iter()
+            .map(|(from, at, bytes)| {
+                let start = ((from - at) as usize).min(bytes.len());
+                let end = (stop.saturating_sub(*at) as usize).clamp(start, bytes.len());
+                bytes.slice(start..end)
+            })
+            .filter(|b| !b.is_empty())
+            .collect();
+        let Some((data, taken, next_offset)) =
+            whole_batches(pieces, first.base_offset, want, limit)
+        else {
+            return Ok(None);
+        };
+        // Keep what was read past the batches sent: the next fetch starts there.
+        let sent_end = position + taken as u64;
+        {
+            let mut ahead = self.read_ahead.borrow_mut();
+            for (_, at, bytes) in used {
+                let chunk_end = at + bytes.len() as u64;
+                if chunk_end > sent_end {
+                    let from = sent_end.saturating_sub(at) as usize;
+                    let first_batch = (at + from as u64 == sent_end).then_some(next_offset);
+                    ahead.insert(Chunk::done(
+                        seg.base_offset,
+                        at + from as u64,
+                        bytes.slice(from..),
+                        first_batch,
+                    ));
+                }
+            }
+        }
+        if pace == ColdReadPace::Ahead {
+            self.start_reads_ahead(seg, sent_end, end, step);
+        }
+        Ok(Some(data))
+    }
+
+    /// Starts reads of `seg` from `from` on, in `step`s, as far as the read-ahead budget has
+    /// room and the segment has data (`end`).
+    fn start_reads_ahead(&self, seg: &Rc<Segment>, from: u64, end: u64, step: u64) {
+        let mut ahead = self.read_ahead.borrow_mut();
+        let mut at = ahead.covered_to(seg.base_offset, from);
+        while at < end {
+            let len = (((at / step + 1) * step).min(end) - at) as usize;
+            if !ahead.has_room(len) {
                 break;
             }
-            let len = slice.len().min(taken);
-            pieces.push(slice.slice(..len));
-            taken -= len;
-        }
-        match pieces.len() {
-            0 => None,
-            1 => pieces.pop().map(SendData::Memory),
-            _ => Some(SendData::Pieces(pieces)),
+            ahead.insert(Chunk::start(seg, at, len));
+            at = ahead.covered_to(seg.base_offset, at);
         }
     }
 
@@ -1120,6 +1299,9 @@ impl Log {
             self.cache
                 .borrow_mut()
                 .drop_segments_below(first.base_offset);
+            self.read_ahead
+                .borrow_mut()
+                .drop_segments_below(first.base_offset);
         }
         removed
     }
@@ -1160,6 +1342,7 @@ impl Log {
             armed: true,
         };
         self.cache.borrow_mut().clear();
+        self.read_ahead.borrow_mut().clear();
         // A spare's old offsets could continue the truncated log's (see `recycle.rs`).
         self.spares.borrow_mut().clear();
         let removed: Vec<Rc<Segment>> = {
@@ -1277,6 +1460,9 @@ impl Log {
         self.cache
             .borrow_mut()
             .set_max_bytes(config.tail_cache_bytes);
+        self.read_ahead
+            .borrow_mut()
+            .set_max_bytes(config.read_ahead_bytes);
         *self.config.borrow_mut() = config;
     }
 
@@ -1306,6 +1492,7 @@ impl Log {
         let _guard = self.write_lock.lock().await;
         self.closed.set(true);
         self.cache.borrow_mut().clear();
+        self.read_ahead.borrow_mut().clear();
         self.spares.borrow_mut().forget();
         // Renamed away at once (a topic re-created with this name starts empty), deleted in
         // the background (freeing blocks would stall this thread).
@@ -1354,6 +1541,46 @@ impl Log {
             .iter()
             .map(|s| s.base_offset)
             .collect()
+    }
+}
+
+/// The whole batches at the start of `pieces` (consecutive bytes of a segment, where a batch
+/// may run from one piece into the next): the first one whole, then more while under `want`
+/// bytes and below offset `limit`; with the bytes they take and the offset after the last.
+/// `None` if the first batch is not `first_base` or not whole (the data and the offset index
+/// disagree).
+fn whole_batches(
+    pieces: Vec<Bytes>,
+    first_base: i64,
+    want: u64,
+    limit: i64,
+) -> Option<(SendData, usize, i64)> {
+    let mut taken = 0usize;
+    let mut next_offset = first_base;
+    for (header, len) in batch::PiecesBatchIter::new(&pieces) {
+        if taken == 0 && header.base_offset.get() != first_base {
+            return None;
+        }
+        if header.base_offset.get() >= limit || (taken > 0 && (taken + len) as u64 > want) {
+            break;
+        }
+        taken += len;
+        next_offset = header.last_offset() + 1;
+    }
+    let total = taken;
+    let mut out = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        if taken == 0 {
+            break;
+        }
+        let len = piece.len().min(taken);
+        out.push(piece.slice(..len));
+        taken -= len;
+    }
+    match out.len() {
+        0 => None,
+        1 => out.pop().map(|b| (SendData::Memory(b), total, next_offset)),
+        _ => Some((SendData::Pieces(out), total, next_offset)),
     }
 }
 

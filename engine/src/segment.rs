@@ -37,7 +37,7 @@ pub(crate) struct BatchFacts {
 }
 
 impl BatchFacts {
-    fn from_header(h: &BatchHeader) -> Option<BatchFacts> {
+    pub(crate) fn from_header(h: &BatchHeader) -> Option<BatchFacts> {
         if h.magic != MAGIC_V2 {
             return None;
         }

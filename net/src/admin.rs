@@ -423,6 +423,8 @@ pub async fn open_owned(
             zeros_ahead: ctx.config.segment_zeros_ahead,
             allocate_ahead: ctx.config.segment_allocate_ahead,
             recycle_segments: ctx.config.segment_recycle,
+            direct_cold_reads: ctx.config.fetch_cold_reads_direct,
+            read_ahead_bytes: ctx.registry.read_ahead_share_bytes(1),
         };
         match PartitionLog::open(&dir, config.clone(), ctx.config.storage_backend, tuning).await {
             Ok(log) => {

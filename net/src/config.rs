@@ -182,7 +182,19 @@ pub const SETTINGS: &[SettingSpec] = &[
         name: "fetch.cold.pages.keep",
         kafka_name: "-",
         default: "true",
-        doc: "Keep the page-cache pages of segment data sent to consumers from disk, as Kafka does (the default). Set false and a connection drops them (POSIX_FADV_DONTNEED) when it answers its next request, so a catch-up read reuses the same few pages rather than filling the page cache. That pays in a VM that hands freed memory back to its host, where touching new pages is what a long catch-up spends most on (a 4.5 GB catch-up: 730 to 780 MB/s against 535 to 645), and costs elsewhere: a 1.5 GB catch-up read 770 to 870 MB/s dropping against 1,030 to 1,290 keeping (BENCHMARKS change 30), and consumers reading the same old data one after another read it from disk again.",
+        doc: "With fetch.cold.reads=sendfile: keep the page-cache pages of segment data sent to consumers from disk, as Kafka does (the default). Set false and a connection drops them (POSIX_FADV_DONTNEED) when it answers its next request, so a catch-up read reuses the same few pages rather than filling the page cache. That pays in a VM that hands freed memory back to its host, where touching new pages is what a long catch-up spends most on (a 4.5 GB catch-up: 730 to 780 MB/s against 535 to 645), and costs elsewhere: a 1.5 GB catch-up read 770 to 870 MB/s dropping against 1,030 to 1,290 keeping (BENCHMARKS change 30), and consumers reading the same old data one after another read it from disk again.",
+    },
+    SettingSpec {
+        name: "fetch.cold.reads",
+        kafka_name: "-",
+        default: "direct",
+        doc: "How data no longer in the tail cache reaches consumers (O_DIRECT backend). `direct`: read with O_DIRECT into the core's buffers and sent from there, with reads started ahead of a catching-up consumer's next fetch (fetch.read.ahead.bytes.per.core) while no producer has written for 500 ms; while producers write, only what a fetch asks for is read, 256 KiB at a time with one more in flight. `sendfile`: sent from the page cache with sendfile, as Kafka does, each range loaded into the page cache by the core's blocking thread first. Buffered reads cost more than the disk on a VM that hands freed memory back to its host (measured here: 880 MB/s through the page cache where O_DIRECT read 1,600; BENCHMARKS change 41); `sendfile` keeps read data in the page cache for the next consumer of the same range.",
+    },
+    SettingSpec {
+        name: "fetch.read.ahead.bytes.per.core",
+        kafka_name: "-",
+        default: "33554432",
+        doc: "With fetch.cold.reads=direct: memory each core may hold in reads started ahead of consumers catching up from disk (in flight or read, not yet fetched), shared equally by the partitions it owns. Reads are 1 MiB; a partition whose share is below that reads only what its fetches ask for. 0 turns reading ahead off.",
     },
     SettingSpec {
         name: "fetch.max.bytes",
@@ -351,6 +363,12 @@ pub struct BrokerConfig {
     pub fetch_max_bytes: usize,
     /// Keep the page cache of cold data sent to consumers (`fetch.cold.pages.keep`).
     pub fetch_cold_pages_keep: bool,
+    /// Read cold data with O_DIRECT rather than sending it with `sendfile`
+    /// (`fetch.cold.reads=direct`).
+    pub fetch_cold_reads_direct: bool,
+    /// Reads ahead of catch-up consumers each core may hold, shared by its partitions
+    /// (`fetch.read.ahead.bytes.per.core`).
+    pub fetch_read_ahead_bytes_per_core: usize,
     /// Tail-cache budget of each core, shared by its partitions: `tail.cache.bytes.per.core`,
     /// or less when `auto` registered memory cannot hold that much (see
     /// [`tail_cache_requested_bytes_per_core`](Self::tail_cache_requested_bytes_per_core)).
@@ -586,6 +604,11 @@ impl ConfigBuilder {
                 "fetch.cold.pages.keep",
                 &get("fetch.cold.pages.keep"),
             )?,
+            fetch_cold_reads_direct: parse_cold_reads(&get("fetch.cold.reads"))?,
+            fetch_read_ahead_bytes_per_core: parse_num(
+                "fetch.read.ahead.bytes.per.core",
+                &get("fetch.read.ahead.bytes.per.core"),
+            )?,
             tail_cache_bytes_per_core,
             tail_cache_requested_bytes_per_core,
             segment_zeros_ahead: parse_bool(
@@ -720,6 +743,19 @@ fn parse_num<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigE
         .trim()
         .parse()
         .map_err(|_| invalid(name, value, "not a valid number"))
+}
+
+/// `fetch.cold.reads`: true for `direct`.
+fn parse_cold_reads(value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "direct" => Ok(true),
+        "sendfile" => Ok(false),
+        _ => Err(invalid(
+            "fetch.cold.reads",
+            value,
+            "expected direct or sendfile",
+        )),
+    }
 }
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {

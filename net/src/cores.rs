@@ -365,7 +365,10 @@ impl CoreContext {
         appends: Arc<crate::disk_activity::AppendActivity>,
     ) -> Self {
         let groups = crate::group::runtime::GroupRuntime::for_core(&config, &metadata);
-        let registry = PartitionRegistry::new(config.tail_cache_bytes_per_core);
+        let registry = PartitionRegistry::new(
+            config.tail_cache_bytes_per_core,
+            config.fetch_read_ahead_bytes_per_core,
+        );
         Self {
             groups,
             core_id,

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use gregor_engine::{BackendKind, Log, LogConfig, LogError, SendData, TimestampType};
+use gregor_engine::{BackendKind, ColdReadPace, Log, LogConfig, LogError, SendData, TimestampType};
 
 use crate::config::StorageBackend;
 use crate::topic_config::TopicConfig;
@@ -106,6 +106,10 @@ pub struct StorageTuning {
     pub allocate_ahead: bool,
     /// `log.segment.recycle`.
     pub recycle_segments: bool,
+    /// `fetch.cold.reads=direct`.
+    pub direct_cold_reads: bool,
+    /// Bytes of reads ahead (the core's budget divided among its partitions).
+    pub read_ahead_bytes: usize,
 }
 
 /// One partition's log.
@@ -130,6 +134,8 @@ impl PartitionLog {
             zeros_ahead: tuning.zeros_ahead,
             allocate_ahead: tuning.allocate_ahead,
             recycle_segments: tuning.recycle_segments,
+            direct_cold_reads: tuning.direct_cold_reads,
+            read_ahead_bytes: tuning.read_ahead_bytes,
             ..log_config(&config)
         };
         let log = Log::open(dir, log_config, backend).await?;
@@ -150,17 +156,20 @@ impl PartitionLog {
             zeros_ahead: current.zeros_ahead,
             allocate_ahead: current.allocate_ahead,
             recycle_segments: current.recycle_segments,
+            direct_cold_reads: current.direct_cold_reads,
+            read_ahead_bytes: current.read_ahead_bytes,
             ..log_config(&config)
         });
     }
 
-    /// Sets the bytes of recent batches kept in memory for tail fetches (the core's budget
-    /// divided among its partitions).
-    pub fn set_cache_bytes(&self, cache_bytes: usize) {
+    /// Sets the bytes of recent batches kept in memory for tail fetches and of reads ahead
+    /// of catch-up fetches (the core's budgets divided among its partitions).
+    pub fn set_memory_shares(&self, cache_bytes: usize, read_ahead_bytes: usize) {
         let config = self.log.config();
-        if config.tail_cache_bytes != cache_bytes {
+        if config.tail_cache_bytes != cache_bytes || config.read_ahead_bytes != read_ahead_bytes {
             self.log.set_config(LogConfig {
                 tail_cache_bytes: cache_bytes,
+                read_ahead_bytes,
                 ..config
             });
         }
@@ -209,11 +218,12 @@ impl PartitionLog {
         &self,
         offset: i64,
         max_bytes: usize,
+        pace: ColdReadPace,
     ) -> Result<SendOutcome, ErrorCode> {
         let hw = self.log.high_watermark();
         let r = self
             .log
-            .read_for_send(offset, max_bytes, hw)
+            .read_for_send_paced(offset, max_bytes, hw, pace)
             .await
             .map_err(|e| code(&e))?;
         Ok(SendOutcome {

@@ -9,10 +9,11 @@ use crate::cores::{
     CoreContext, DeleteRecordsPart, DeleteRecordsResult, FetchPart, FetchPartResult, OffsetQuery,
     OffsetResult, ProducePart, ProducePartResult, WaitPart,
 };
+use crate::disk_activity::READ_AHEAD_QUIET_MS;
 use crate::join::join_all;
 use crate::log::SendOutcome;
 use crate::registry::Partition;
-use gregor_engine::SendData;
+use gregor_engine::{ColdReadPace, SendData};
 
 /// Why a partition is not served here, as a Kafka error code.
 fn missing_partition_error(ctx: &CoreContext, topic: &str, partition: i32) -> i16 {
@@ -117,9 +118,15 @@ enum PartRead {
 async fn read_part(ctx: &CoreContext, part: &FetchPart, limit: usize) -> PartRead {
     match lookup(ctx, &part.topic, part.partition) {
         Ok(partition) => {
+            // Reads ahead only while the disk is the consumers' (`disk_activity.rs`).
+            let pace = if ctx.appends.quiet_for(READ_AHEAD_QUIET_MS) {
+                ColdReadPace::Ahead
+            } else {
+                ColdReadPace::Paced
+            };
             let outcome = partition
                 .log
-                .read_for_send(part.fetch_offset, limit.max(1))
+                .read_for_send(part.fetch_offset, limit.max(1), pace)
                 .await;
             PartRead::Read(partition, outcome)
         }

@@ -24,14 +24,18 @@ pub struct PartitionRegistry {
     topics: RefCell<HashMap<String, HashMap<i32, Rc<Partition>>>>,
     /// The core's tail-cache budget (`tail.cache.bytes.per.core`), split equally.
     tail_cache_budget_bytes: usize,
+    /// The core's read-ahead budget (`fetch.read.ahead.bytes.per.core`), split equally.
+    read_ahead_budget_bytes: usize,
 }
 
 impl PartitionRegistry {
-    /// An empty registry whose partitions share `tail_cache_budget_bytes` of tail cache.
-    pub fn new(tail_cache_budget_bytes: usize) -> Self {
+    /// An empty registry whose partitions share `tail_cache_budget_bytes` of tail cache and
+    /// `read_ahead_budget_bytes` of reads ahead.
+    pub fn new(tail_cache_budget_bytes: usize, read_ahead_budget_bytes: usize) -> Self {
         PartitionRegistry {
             topics: RefCell::default(),
             tail_cache_budget_bytes,
+            read_ahead_budget_bytes,
         }
     }
 
@@ -40,12 +44,18 @@ impl PartitionRegistry {
         self.tail_cache_budget_bytes / (self.len() + extra).max(1)
     }
 
-    /// Gives every partition its equal share of the budget; call after adding or removing
-    /// partitions, so the core's total stays within the budget whatever their number.
+    /// Each partition's read-ahead share once `extra` more partitions are added.
+    pub fn read_ahead_share_bytes(&self, extra: usize) -> usize {
+        self.read_ahead_budget_bytes / (self.len() + extra).max(1)
+    }
+
+    /// Gives every partition its equal share of the budgets; call after adding or removing
+    /// partitions, so the core's totals stay within the budgets whatever their number.
     pub fn rebalance_cache(&self) {
-        let share = self.cache_share_bytes(0);
+        let cache = self.cache_share_bytes(0);
+        let read_ahead = self.read_ahead_share_bytes(0);
         for partition in self.all() {
-            partition.log.set_cache_bytes(share);
+            partition.log.set_memory_shares(cache, read_ahead);
         }
     }
 

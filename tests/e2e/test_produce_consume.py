@@ -360,11 +360,16 @@ def assert_every_client_reads_back(broker, topic_name, by_partition, kafka_pytho
     assert [tuple(map(int, line.split())) for line in lines] == [(o, len(v)) for o, v in sorted(by_partition[1])]
 
 
-def test_cold_reads_from_sealed_segments_serve_every_client(broker_factory, topic_name):
-    """With the tail cache off and small segments, fetches are served from segment files by
-    sendfile (file ranges cut at index entries): confluent-kafka, kafka-python and kcat each
-    read back every record exactly, in order, across many segment boundaries."""
-    broker = broker_factory(extra_args=["--set", "tail.cache.bytes.per.core=0"])
+@pytest.mark.parametrize("cold_reads", ["direct", "sendfile"])
+def test_cold_reads_from_sealed_segments_serve_every_client(broker_factory, topic_name, cold_reads):
+    """With the tail cache off and small segments, fetches are served from segment files:
+    read with O_DIRECT into memory, with reads ahead of the next fetch (`direct`, the
+    default), or by sendfile (file ranges cut at index entries). confluent-kafka,
+    kafka-python and kcat each read back every record exactly, in order, across many segment
+    boundaries."""
+    broker = broker_factory(
+        extra_args=["--set", "tail.cache.bytes.per.core=0", "--set", f"fetch.cold.reads={cold_reads}"]
+    )
     create_topic(broker.bootstrap, topic_name, partitions=2, config={"segment.bytes": str(256 * 1024)})
     by_partition = produce_mixed_sizes(broker, topic_name, 12_000, linger_ms=2, batch_size=65536)
     seg_files = list((broker.data_dir / f"{topic_name}-0").glob("*.log"))
@@ -413,15 +418,21 @@ def file_identity(path) -> tuple:
     return (path.stat().st_ino, generation)
 
 
-def test_retention_reuses_segment_files_without_serving_old_data(broker_factory, topic_name):
+@pytest.mark.parametrize("cold_reads", ["direct", "sendfile"])
+def test_retention_reuses_segment_files_without_serving_old_data(broker_factory, topic_name, cold_reads):
     """Retention on small segments with no delete delay: the files of removed segments come
     back as new segments (the same inodes), and kcat reads every retained record exactly, with
-    the tail cache off (so from reused files, by sendfile), before and after a crash. A reused
-    file's old batches past the new data must never reach a client."""
+    the tail cache off (so from reused files, read ahead with O_DIRECT or sent by sendfile),
+    before and after a crash. A reused file's old batches past the new data must never reach
+    a client."""
     import hashlib
 
     broker = broker_factory(
-        extra_args=["--set", "tail.cache.bytes.per.core=0", "--set", "log.retention.check.interval.ms=200"]
+        extra_args=[
+            "--set", "tail.cache.bytes.per.core=0",
+            "--set", "log.retention.check.interval.ms=200",
+            "--set", f"fetch.cold.reads={cold_reads}",
+        ]
     )
     create_topic(
         broker.bootstrap,

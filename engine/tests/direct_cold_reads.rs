@@ -1,0 +1,186 @@
+//! Cold reads with O_DIRECT and reads ahead (`LogConfig::direct_cold_reads`, Dma backend):
+//! what a fetch gets is byte for byte what the log holds, whole batches from the one holding
+//! the offset, never past the limit, at either pace; a truncated log never serves bytes read
+//! ahead of the truncation.
+
+mod common;
+
+use bytes::Bytes;
+use gregor_engine::batch::{BatchIter, SimpleRecord, encode_batch, validate_records};
+use gregor_engine::{BackendKind, ColdReadPace, Log, LogConfig, SendData};
+use std::path::PathBuf;
+
+/// A batch of `records` records whose values (`len` bytes each) derive from `seed`.
+fn batch(seed: usize, records: usize, len: usize) -> Vec<u8> {
+    let values: Vec<Vec<u8>> = (0..records)
+        .map(|r| {
+            (0..len)
+                .map(|i| ((seed * 31 + r * 7 + i) % 251) as u8)
+                .collect()
+        })
+        .collect();
+    let records: Vec<SimpleRecord> = values
+        .iter()
+        .map(|v| SimpleRecord {
+            timestamp_ms: seed as i64,
+            key: None,
+            value: Some(v),
+        })
+        .collect();
+    encode_batch(&records)
+}
+
+fn direct_config(read_ahead_bytes: usize) -> LogConfig {
+    LogConfig {
+        segment_bytes: 3 << 20,
+        index_interval_bytes: 4096,
+        // Nothing cached: every read is cold.
+        tail_cache_bytes: 0,
+        direct_cold_reads: true,
+        read_ahead_bytes,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends batches of 1 to 3 records, 300 B to 90 KB each, seeded from `seed0`, until the
+/// log holds `bytes`.
+async fn fill(log: &Log, seed0: usize, bytes: usize) {
+    let mut written = 0;
+    let mut i = 0;
+    while written < bytes {
+        let len = [300, 9_000, 45_000, 30_000][i % 4];
+        let b = batch(seed0 + i, 1 + i % 3, len);
+        written += b.len();
+        log.append(Bytes::from(b), 0, 1000).await.unwrap();
+        i += 1;
+    }
+}
+
+fn memory_bytes(data: &SendData) -> Bytes {
+    match data {
+        SendData::Memory(b) => b.clone(),
+        SendData::Pieces(pieces) => Bytes::from(pieces.concat()),
+        SendData::File(_) => panic!("a file range with direct cold reads"),
+    }
+}
+
+/// Reads from `offset` to `end` as a consumer does, checking each response against `read`;
+/// returns the bytes sent.
+async fn consume(
+    log: &Log,
+    mut offset: i64,
+    end: i64,
+    max_bytes: usize,
+    pace: ColdReadPace,
+) -> u64 {
+    let mut sent = 0u64;
+    while offset < end {
+        let r = log
+            .read_for_send_paced(offset, max_bytes, end, pace)
+            .await
+            .unwrap();
+        let bytes = memory_bytes(&r.data);
+        assert!(!bytes.is_empty(), "nothing at {offset}");
+        validate_records(&bytes, 8 << 20).expect("whole, intact batches");
+        let reference = log.read(offset, max_bytes, end).await.unwrap().data;
+        let common = bytes.len().min(reference.len());
+        assert!(
+            bytes[..common] == reference[..common],
+            "other bytes at {offset}"
+        );
+        let (first, _) = BatchIter::new(&bytes).next().unwrap();
+        let (last, _) = BatchIter::new(&bytes).last().unwrap();
+        assert!(first.base_offset.get() <= offset && offset <= first.last_offset());
+        assert!(last.last_offset() < end);
+        offset = last.last_offset() + 1;
+        sent += bytes.len() as u64;
+    }
+    sent
+}
+
+async fn reads_match_the_log(_: BackendKind, dir: PathBuf) {
+    let log = Log::open(&dir, direct_config(4 << 20), BackendKind::Dma)
+        .await
+        .unwrap();
+    fill(&log, 0, 10 << 20).await;
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    assert!(log.segment_count() >= 3);
+    let size = log.size_bytes();
+    for (pace, max_bytes) in [
+        (ColdReadPace::Ahead, 1 << 20),
+        (ColdReadPace::Ahead, 300_000),
+        (ColdReadPace::Paced, 700_000),
+        (ColdReadPace::Ahead, 8 << 20),
+    ] {
+        let sent = consume(&log, 0, end, max_bytes, pace).await;
+        assert!(sent * 10 >= size * 9, "{sent} of {size} bytes at {pace:?}");
+    }
+    // From inside a batch of several records, and from the middle of the log.
+    let mid = end / 2;
+    consume(&log, mid, end, 1 << 20, ColdReadPace::Ahead).await;
+    consume(&log, mid + 1, end, 1 << 20, ColdReadPace::Ahead).await;
+    // Nothing at or past the limit, even where reads ahead hold more.
+    for limit in [1, 5, mid] {
+        let r = log
+            .read_for_send_paced(0, 8 << 20, limit, ColdReadPace::Ahead)
+            .await
+            .unwrap();
+        let bytes = memory_bytes(&r.data);
+        let (last, _) = BatchIter::new(&bytes).last().unwrap();
+        assert!(last.base_offset.get() < limit, "limit {limit}");
+    }
+    // No budget for reads ahead: fetches still read what they ask for.
+    let mut config = log.config();
+    config.read_ahead_bytes = 0;
+    log.set_config(config);
+    consume(&log, 0, end, 1 << 20, ColdReadPace::Ahead).await;
+}
+
+#[test]
+fn reads_match_the_log_dma() {
+    common::run(BackendKind::Dma, reads_match_the_log);
+}
+
+async fn truncation_forgets_reads_ahead(_: BackendKind, dir: PathBuf) {
+    let log = Log::open(&dir, direct_config(8 << 20), BackendKind::Dma)
+        .await
+        .unwrap();
+    fill(&log, 0, 2 << 20).await;
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    // A consumer reads the start; reads ahead now hold the rest of the segment.
+    let r = log
+        .read_for_send_paced(0, 64 << 10, end, ColdReadPace::Ahead)
+        .await
+        .unwrap();
+    assert!(!r.data.is_empty());
+    let cut = end / 4;
+    log.truncate_to(cut).await.unwrap();
+    let cut = log.log_end_offset();
+    // Different bytes at the same offsets (and, batch sizes cycling alike, positions).
+    fill(&log, 1000, 2 << 20).await;
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    let mut offset = cut;
+    while offset < end {
+        let r = log
+            .read_for_send_paced(offset, 1 << 20, end, ColdReadPace::Ahead)
+            .await
+            .unwrap();
+        let bytes = memory_bytes(&r.data);
+        let reference = log.read(offset, 1 << 20, end).await.unwrap().data;
+        let common = bytes.len().min(reference.len());
+        assert!(
+            bytes[..common] == reference[..common],
+            "stale bytes at {offset}"
+        );
+        let (last, _) = BatchIter::new(&bytes).last().unwrap();
+        offset = last.last_offset() + 1;
+    }
+}
+
+#[test]
+fn truncation_forgets_reads_ahead_dma() {
+    common::run(BackendKind::Dma, truncation_forgets_reads_ahead);
+}
