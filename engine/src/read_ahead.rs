@@ -8,8 +8,8 @@
 //! log keeps a few O_DIRECT reads in flight past what each cold fetch returns, into the
 //! core's registered buffers, and the next fetch takes their buffers as they are (no copy).
 //!
-//! Bounded: a log holds at most `LogConfig::read_ahead_bytes` of reads, in flight or done;
-//! the oldest go first when a new one needs room. A read's buffer is held only until a fetch
+//! Bounded: a log holds at most `LogConfig::read_ahead_bytes` of reads, in flight or done,
+//! and at most [`CHUNKS_MAX`] of them; the oldest go first when a new one needs room. A read's buffer is held only until a fetch
 //! takes it (or it is evicted), and a finished read holds no segment, so a retired segment's
 //! file is never kept from recycling by data read ahead of it.
 
@@ -19,6 +19,10 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::segment::Segment;
+
+/// Most chunks a log holds, whatever their size: lookups walk them, and the rests of reads
+/// that fetches left behind can be small.
+const CHUNKS_MAX: usize = 64;
 
 /// One read: `[position, position + len)` of segment `segment_base`.
 pub(crate) struct Chunk {
@@ -142,7 +146,7 @@ impl ReadAhead {
 
     /// Whether a chunk of `len` more bytes would fit without evicting anything.
     pub(crate) fn has_room(&self, len: usize) -> bool {
-        self.held_bytes + len <= self.max_bytes
+        self.held_bytes + len <= self.max_bytes && self.chunks.len() < CHUNKS_MAX
     }
 
     /// Keeps `chunk`, evicting the oldest chunks if it needs their room. A chunk larger
@@ -156,9 +160,11 @@ impl ReadAhead {
         self.chunks.push_back(chunk);
     }
 
-    /// Evicts the oldest chunks until `room` more bytes fit.
+    /// Evicts the oldest chunks until `room` more bytes fit (and, with `room` > 0, one more
+    /// chunk).
     fn evict(&mut self, room: usize) {
-        while self.held_bytes + room > self.max_bytes {
+        let chunks_max = if room > 0 { CHUNKS_MAX - 1 } else { CHUNKS_MAX };
+        while self.held_bytes + room > self.max_bytes || self.chunks.len() > chunks_max {
             let Some(old) = self.chunks.pop_front() else {
                 break;
             };
@@ -233,6 +239,14 @@ mod tests {
         ahead.set_max_bytes(100);
         assert_eq!(ahead.held_bytes(), 100);
         assert!(ahead.take(0, 950).is_some());
+        // Many small chunks: the count is bounded too.
+        ahead.set_max_bytes(1 << 20);
+        for i in 0..(3 * CHUNKS_MAX as u64) {
+            ahead.insert(done(0, i * 10, 10));
+            assert!(ahead.chunks.len() <= CHUNKS_MAX);
+        }
+        assert!(!ahead.has_room(10));
+        assert!(ahead.take(0, (3 * CHUNKS_MAX as u64 - 1) * 10).is_some());
         ahead.clear();
         assert_eq!(ahead.held_bytes(), 0);
     }
