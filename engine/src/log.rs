@@ -226,6 +226,9 @@ const READ_AHEAD_CHUNK_BYTES: u64 = 1 << 20;
 /// Reads of what a fetch asks for while writes wait on the disk ([`ColdReadPace::Paced`]).
 const PACED_CHUNK_BYTES: u64 = 256 << 10;
 
+/// A fetch's own reads end at most this far past what it asks for (rounded up to it).
+const DEMAND_READ_ALIGN_BYTES: u64 = 4096;
+
 /// A read a cold fetch needs ([`Log::send_direct`]).
 enum Planned {
     /// Started, by this fetch or ahead of it.
@@ -1006,10 +1009,16 @@ impl Log {
             ColdReadPace::Ahead => (READ_AHEAD_CHUNK_BYTES, usize::MAX),
             ColdReadPace::Paced => (PACED_CHUNK_BYTES, 2),
         };
-        let chunk_end = |at: u64| ((at / step + 1) * step).min(end);
         // What covers [position, position + want), each from where the one before ends:
-        // reads already started (which may begin earlier), or reads to start.
+        // reads already started (which may begin earlier), or reads to start. Those end at a
+        // `step` boundary (so later reads ahead are whole steps), but not much past `stop`:
+        // a fetch of many partitions with small limits must not read a step for each.
         let stop = position + want;
+        let chunk_end = |at: u64| {
+            ((at / step + 1) * step)
+                .min(end)
+                .min(stop.next_multiple_of(DEMAND_READ_ALIGN_BYTES))
+        };
         let mut planned: Vec<(u64, Planned)> = Vec::new();
         let mut at = position;
         while at < stop {

@@ -112,6 +112,8 @@ async fn reads_match_the_log(_: BackendKind, dir: PathBuf) {
         (ColdReadPace::Ahead, 300_000),
         (ColdReadPace::Paced, 700_000),
         (ColdReadPace::Ahead, 8 << 20),
+        // Smaller than any batch: one whole batch each time (KIP-74).
+        (ColdReadPace::Ahead, 1),
     ] {
         let sent = consume(&log, 0, end, max_bytes, pace).await;
         assert!(sent * 10 >= size * 9, "{sent} of {size} bytes at {pace:?}");
