@@ -377,6 +377,64 @@ def test_cold_reads_from_sealed_segments_serve_every_client(broker_factory, topi
     assert_every_client_reads_back(broker, topic_name, by_partition)
 
 
+@pytest.mark.parametrize("cold_reads", ["direct", "sendfile"])
+def test_consumer_reading_from_disk_while_producers_write(broker_factory, topic_name, cold_reads):
+    """With the tail cache off, a consumer that follows producers reads every batch from the
+    segment files while appends still extend them (direct reads, paced while producers write,
+    racing the rewrites of each segment's partly filled last block; or sendfile, and O_DIRECT
+    reads near the write position). confluent-kafka reads every record exactly once, in
+    order, as the delivery reports say."""
+    import threading
+
+    from confluent_kafka import Consumer
+
+    broker = broker_factory(
+        extra_args=["--set", "tail.cache.bytes.per.core=0", "--set", f"fetch.cold.reads={cold_reads}"]
+    )
+    create_topic(broker.bootstrap, topic_name, partitions=2, config={"segment.bytes": str(1 << 20)})
+    c = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "broker.address.family": "v4",
+            "group.id": "e2e-follow",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 100,
+        }
+    )
+    c.assign([TopicPartition(topic_name, q, 0) for q in (0, 1)])
+    produced = {0: [], 1: []}
+
+    def produce():
+        # 15 rounds of 1,000 records, so that the consumer reads while appends go on.
+        for _ in range(15):
+            for q, rows in produce_mixed_sizes(broker, topic_name, 1000, linger_ms=1, batch_size=16384).items():
+                produced[q].extend(rows)
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=produce)
+    writer.start()
+    seen = {0: [], 1: []}
+    read_while_writing = 0
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            writing = writer.is_alive()
+            msg = c.poll(0.2)
+            if msg is not None:
+                assert not msg.error(), msg.error()
+                seen[msg.partition()].append((msg.offset(), msg.value()))
+                read_while_writing += writing
+            elif not writing and sum(map(len, seen.values())) >= 15_000:
+                break
+    finally:
+        c.close()
+        writer.join()
+    assert len(list((broker.data_dir / f"{topic_name}-0").glob("*.log"))) > 3
+    assert read_while_writing > 5_000, f"only {read_while_writing} records read while producers wrote"
+    for q in (0, 1):
+        assert seen[q] == sorted(produced[q]), f"partition {q}"
+
+
 def test_tail_reads_from_the_cache_serve_every_client(broker_factory, topic_name):
     """Everything still in the tail cache: a fetch gets the appended buffers themselves, one
     piece per append (each lent to the connection's core without a copy). Every client reads
