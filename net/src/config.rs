@@ -152,7 +152,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         name: "tail.cache.bytes.per.core",
         kafka_name: "-",
         default: "268435456",
-        doc: "Memory each core may use to keep recently appended batches for tail fetches, shared equally by the partitions it owns (so the total does not grow with the partition count). Each kept write buffer is charged its footprint in the registered region (the next power of two of its size). With the O_DIRECT backend and `auto` registered memory, at most 960 MiB per core (the cache lives in that memory, which io_uring registers up to 1 GiB per core; see io.registered.memory.bytes.per.core). Size it for how far behind the tail consumers run: one further back reads from disk, and while producers write those reads are paced to spare their latency (two reads of 256 KiB in flight per core).",
+        doc: "Memory each core may use to keep recently appended batches for tail fetches, shared equally by the partitions it owns (so the total does not grow with the partition count). Each kept write buffer is charged its footprint in the registered region (the next power of two of its size). With the O_DIRECT backend and `auto` registered memory, at most 960 MiB per core (the cache lives in that memory, which io_uring registers up to 1 GiB per core; see io.registered.memory.bytes.per.core). Size it for how far behind the tail consumers run: one further back reads from disk, and while producers write those reads are paced to spare their latency (256 KiB reads, two in flight for each partition a fetch reads; with fetch.cold.reads=sendfile, two per core).",
     },
     SettingSpec {
         name: "log.segment.zeros.ahead",
