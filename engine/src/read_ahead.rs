@@ -9,9 +9,10 @@
 //! core's registered buffers, and the next fetch takes their buffers as they are (no copy).
 //!
 //! Bounded: a log holds at most `LogConfig::read_ahead_bytes` of reads, in flight or done,
-//! and at most [`CHUNKS_MAX`] of them; the oldest go first when a new one needs room. A read's buffer is held only until a fetch
-//! takes it (or it is evicted), and a finished read holds no segment, so a retired segment's
-//! file is never kept from recycling by data read ahead of it.
+//! and at most [`CHUNKS_MAX`] of them; the oldest go first when a new one needs room. A
+//! read's buffer is held only until a fetch takes it (or it is evicted), and a finished read
+//! holds no segment, so a retired segment's file is never kept from recycling by data read
+//! ahead of it.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
