@@ -567,33 +567,38 @@ impl Segment {
 
     /// Write the in-memory indexes to `.index` / `.timeindex` and fsync them.
     pub(crate) fn write_indexes(&self) -> Result<(), LogError> {
-        let (index, time_index) = {
-            let mut m = self.meta.borrow_mut();
-            if m.max_timestamp >= 0 {
-                let entry = TimeEntry {
-                    timestamp: m.max_timestamp,
-                    relative_offset: (m.offset_of_max_timestamp - self.base_offset).max(0) as u32,
-                };
-                m.time_index.maybe_push(entry);
-            }
-            (m.index.encode(), m.time_index.encode())
-        };
-        for (path, bytes) in [
-            (&self.index_path, index),
-            (&self.time_index_path, time_index),
-        ] {
-            // Overwritten in place, not re-created: a recycled index file's blocks are reused,
-            // and shrinking it frees a block only when it crosses one.
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)?;
-            f.write_all_at(&bytes, 0)?;
-            f.set_len(bytes.len() as u64)?;
-            f.sync_data()?;
+        let files = self.encoded_indexes();
+        Ok(write_index_files(files)?)
+    }
+
+    /// [`Segment::write_indexes`], with the Dma backend on the executor's blocking thread:
+    /// the files are written with buffered I/O and fsynced, which would stall every partition
+    /// and connection of the core for as long (milliseconds per roll).
+    async fn write_indexes_off_core(&self) -> Result<(), LogError> {
+        if !self.file.needs_alignment() {
+            return self.write_indexes();
         }
-        Ok(())
+        let files = self.encoded_indexes();
+        Ok(glommio::executor()
+            .spawn_blocking(move || write_index_files(files))
+            .await?)
+    }
+
+    /// Both index files' paths and contents, the time index completed with the segment's
+    /// largest timestamp.
+    fn encoded_indexes(&self) -> [(PathBuf, Vec<u8>); 2] {
+        let mut m = self.meta.borrow_mut();
+        if m.max_timestamp >= 0 {
+            let entry = TimeEntry {
+                timestamp: m.max_timestamp,
+                relative_offset: (m.offset_of_max_timestamp - self.base_offset).max(0) as u32,
+            };
+            m.time_index.maybe_push(entry);
+        }
+        [
+            (self.index_path.clone(), m.index.encode()),
+            (self.time_index_path.clone(), m.time_index.encode()),
+        ]
     }
 
     /// Make the segment durable and read-only-ready: drop Dma padding, fdatasync, persist the
@@ -608,7 +613,7 @@ impl Segment {
             self.zero.truncated(size);
         }
         self.sync().await?;
-        self.write_indexes()
+        self.write_indexes_off_core().await
     }
 
     /// Whether writes happened since the last fdatasync.
@@ -989,4 +994,20 @@ impl Segment {
             }
         }
     }
+}
+
+/// Writes index files in place and fsyncs them. Overwritten, not re-created: a recycled
+/// index file's blocks are reused, and shrinking it frees a block only when it crosses one.
+fn write_index_files(files: [(PathBuf, Vec<u8>); 2]) -> std::io::Result<()> {
+    for (path, bytes) in files {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        f.write_all_at(&bytes, 0)?;
+        f.set_len(bytes.len() as u64)?;
+        f.sync_data()?;
+    }
+    Ok(())
 }
