@@ -56,6 +56,18 @@ async fn fill(log: &Log, seed0: usize, bytes: usize) {
     }
 }
 
+/// A Dma log with direct cold reads and `read_ahead_bytes` of budget, filled to `bytes`
+/// (see [`fill`]), its high watermark at the end; with that end.
+async fn filled_log(dir: &std::path::Path, read_ahead_bytes: usize, bytes: usize) -> (Log, i64) {
+    let log = Log::open(dir, direct_config(read_ahead_bytes), BackendKind::Dma)
+        .await
+        .unwrap();
+    fill(&log, 0, bytes).await;
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    (log, end)
+}
+
 fn memory_bytes(data: &SendData) -> Bytes {
     match data {
         SendData::Memory(b) => b.clone(),
@@ -99,12 +111,7 @@ async fn consume(
 }
 
 async fn reads_match_the_log(_: BackendKind, dir: PathBuf) {
-    let log = Log::open(&dir, direct_config(4 << 20), BackendKind::Dma)
-        .await
-        .unwrap();
-    fill(&log, 0, 10 << 20).await;
-    let end = log.log_end_offset();
-    log.set_high_watermark(end);
+    let (log, end) = filled_log(&dir, 4 << 20, 10 << 20).await;
     assert!(log.segment_count() >= 3);
     let size = log.size_bytes();
     for (pace, max_bytes) in [
@@ -145,12 +152,7 @@ fn reads_match_the_log_dma() {
 }
 
 async fn truncation_forgets_reads_ahead(_: BackendKind, dir: PathBuf) {
-    let log = Log::open(&dir, direct_config(8 << 20), BackendKind::Dma)
-        .await
-        .unwrap();
-    fill(&log, 0, 2 << 20).await;
-    let end = log.log_end_offset();
-    log.set_high_watermark(end);
+    let (log, end) = filled_log(&dir, 8 << 20, 2 << 20).await;
     // A consumer reads the start; reads ahead now hold the rest of the segment.
     let r = log
         .read_for_send_paced(0, 64 << 10, end, ColdReadPace::Ahead)
