@@ -98,7 +98,13 @@ pub const SETTINGS: &[SettingSpec] = &[
         name: "cores",
         kafka_name: "num.io.threads",
         default: "0",
-        doc: "Number of cores (one pinned executor each); 0 means all online cores.",
+        doc: "Number of cores (one executor each); 0 means all online cores.",
+    },
+    SettingSpec {
+        name: "cores.pinned",
+        kafka_name: "-",
+        default: "true",
+        doc: "Pin each core's executor to its own CPU (when there are at least as many CPUs as cores). Set false where the broker shares its CPUs with other busy processes (clients or a load tool on the same machine, a small VM or container): a woken executor then runs on whichever CPU is free instead of waiting for its own (BENCHMARKS change 43).",
     },
     SettingSpec {
         name: "node.id",
@@ -343,6 +349,8 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Core count; 0 = all online cores.
     pub cores: usize,
+    /// Pin each core's executor to a CPU.
+    pub cores_pinned: bool,
     /// Node id.
     pub node_id: i32,
     /// Storage backend for partition logs.
@@ -588,6 +596,7 @@ impl ConfigBuilder {
             advertised_port,
             data_dir: PathBuf::from(get("data.dir")),
             cores,
+            cores_pinned: parse_bool("cores.pinned", &get("cores.pinned"))?,
             node_id: parse_num("node.id", &get("node.id"))?,
             storage_backend,
             auto_create_topics: parse_bool(

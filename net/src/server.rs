@@ -188,7 +188,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
     for (core, fd) in fds.into_iter().enumerate() {
         let (control_tx, control_rx) = futures_channel::mpsc::unbounded();
         controls.push(control_tx);
-        let placement = if cores <= online {
+        let placement = if config.cores_pinned && cores <= online {
             Placement::Fixed(core)
         } else {
             Placement::Unbound
