@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -77,6 +78,7 @@ pub struct ServerHandle {
     acks: std::sync::mpsc::Receiver<usize>,
     threads: Vec<JoinHandle<()>>,
     connections: Arc<crate::balance::ConnectionCounts>,
+    peer_requests: Arc<AtomicUsize>,
 }
 
 impl ServerHandle {
@@ -88,6 +90,12 @@ impl ServerHandle {
     /// Client connections that carry data (have sent a Produce or Fetch) per core.
     pub fn data_connections_per_core(&self) -> Vec<usize> {
         self.connections.per_core()
+    }
+
+    /// Requests from one core being worked on by another right now (long-polling fetch
+    /// waits among them), over all cores.
+    pub fn peer_requests_in_progress(&self) -> usize {
+        self.peer_requests.load(Ordering::Relaxed)
     }
 
     /// Clean shutdown: stop accepting, finish in-flight requests, close every partition log.
@@ -170,6 +178,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
     let mut threads = Vec::with_capacity(cores);
     let connections = crate::balance::ConnectionCounts::new(cores);
     let appends = crate::disk_activity::AppendActivity::new();
+    let peer_requests = Arc::new(AtomicUsize::new(0));
     if let Some(warning) =
         crate::memlock::registration_shortfall(config.io_registered_memory_bytes_per_core, cores)
     {
@@ -200,6 +209,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
         let ack_tx = ack_tx.clone();
         let connections = connections.clone();
         let appends = appends.clone();
+        let peer_requests = peer_requests.clone();
         let raw_fd = fd.into_raw_fd();
         let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("gregor-core-{core}"))
@@ -214,6 +224,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
                     listener_fd: raw_fd,
                     connections,
                     appends,
+                    peer_requests,
                     control: control_rx,
                     ready: ready_tx.clone(),
                     ack: ack_tx,
@@ -265,6 +276,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
         acks,
         threads,
         connections,
+        peer_requests,
     })
 }
 
@@ -297,6 +309,7 @@ struct CoreSetup {
     listener_fd: RawFd,
     connections: Arc<crate::balance::ConnectionCounts>,
     appends: Arc<crate::disk_activity::AppendActivity>,
+    peer_requests: Arc<AtomicUsize>,
     control: ControlReceiver,
     ready: std::sync::mpsc::Sender<Result<usize, String>>,
     ack: std::sync::mpsc::Sender<usize>,
@@ -312,6 +325,7 @@ async fn core_main(setup: CoreSetup) -> Result<(), String> {
         listener_fd,
         connections,
         appends,
+        peer_requests,
         mut control,
         ready,
         ack,
@@ -333,7 +347,12 @@ async fn core_main(setup: CoreSetup) -> Result<(), String> {
         appends,
     ));
     for (_peer, receiver) in receivers.streams() {
-        glommio::spawn_local(crate::service::serve_peer(ctx.clone(), receiver)).detach();
+        glommio::spawn_local(crate::service::serve_peer(
+            ctx.clone(),
+            receiver,
+            peer_requests.clone(),
+        ))
+        .detach();
     }
     crate::admin::open_all_owned(&ctx).await;
     tracing::debug!(core, partitions = ctx.registry.len(), "core ready");

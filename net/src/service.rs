@@ -2,6 +2,8 @@
 //! requests arriving over the mesh end up here, so there is one code path per operation.
 
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use glommio::channels::shared_channel::ConnectedReceiver;
 
@@ -45,15 +47,56 @@ pub async fn serve(ctx: Rc<CoreContext>, request: CoreRequest) -> CoreReply {
 /// Serves requests from one peer core until that peer closes its sender. Each request runs
 /// in its own task, so a long-polling fetch does not hold up the requests behind it; the
 /// number of such tasks is bounded by the peers' connections (one request in flight each,
-/// up to `produce.pipeline.depth` for Produce).
-pub async fn serve_peer(ctx: Rc<CoreContext>, receiver: ConnectedReceiver<Envelope>) {
+/// up to `produce.pipeline.depth` for Produce). `in_progress` counts them, over all cores.
+///
+/// A wait for data ends as soon as its caller stops listening (the fetch was answered by
+/// another core's data, or its connection closed): left to run, it would hold its task and
+/// its place on the partitions' notifiers until `max_wait_ms`, and a client that fetches in
+/// a loop with a long wait would pile up one per fetch. Every other request runs to the end
+/// whether or not its answer is still wanted (an append is never abandoned half done).
+pub async fn serve_peer(
+    ctx: Rc<CoreContext>,
+    receiver: ConnectedReceiver<Envelope>,
+    in_progress: Arc<AtomicUsize>,
+) {
     while let Some(envelope) = receiver.recv().await {
         let ctx = ctx.clone();
+        let working = InProgress::start(&in_progress);
         glommio::spawn_local(async move {
-            let reply = serve(ctx, envelope.request).await;
+            let Envelope { request, mut reply } = envelope;
+            let abandon_when_unwanted = matches!(request, CoreRequest::WaitForData { .. });
+            let served = serve(ctx, request);
+            let answer = if abandon_when_unwanted {
+                let unwanted = async {
+                    reply.cancellation().await;
+                    None
+                };
+                futures_lite::future::or(async { Some(served.await) }, unwanted).await
+            } else {
+                Some(served.await)
+            };
+            drop(working);
             // The caller may have given up (e.g. a fetch that already answered): ignore.
-            let _ = envelope.reply.send(reply);
+            if let Some(answer) = answer {
+                let _ = reply.send(answer);
+            }
         })
         .detach();
+    }
+}
+
+/// One request counted in `in_progress` until dropped.
+struct InProgress(Arc<AtomicUsize>);
+
+impl InProgress {
+    fn start(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InProgress(counter.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

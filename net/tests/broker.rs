@@ -947,3 +947,75 @@ fn a_full_produce_pipeline_waits_for_its_oldest_answer() {
 fn produce_pipeline_depth_one_handles_requests_one_at_a_time() {
     pipelined_produces_keep_request_order(&[("produce.pipeline.depth", "1")]);
 }
+
+#[test]
+fn answered_fetches_leave_no_waits_behind_on_other_cores() {
+    // A fetch of partitions on both cores waits on both; when one core's data answers it,
+    // the other core's wait must end too, not linger until max_wait_ms (20 s here): a
+    // client fetching in a loop would pile one up per fetch. Data on the connection's own
+    // core is what leaves the other core waiting; every round is checked, and the rounds
+    // put data on both cores, so whichever core the connection is on, some round does.
+    let broker = Broker::start(&[]);
+    let mut c = broker.client();
+    assert_eq!(c.create_topic("waits", 4).topics[0].error_code, 0);
+    let owners: Vec<usize> = (0..4)
+        .map(|p| gregor_net::cores::partition_owner("waits", p, 2))
+        .collect();
+    assert!(
+        owners.contains(&0) && owners.contains(&1),
+        "partitions on one core only: {owners:?}"
+    );
+    let mut offsets = [0i64; 4];
+    let addr = broker.addr;
+    for round in 0..8 {
+        let p = round % 4;
+        let producer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let mut pc = Client::connect(addr);
+            pc.produce(
+                "waits",
+                p as i32,
+                batch(&[("k", "v", now_ms())], Compression::None),
+                1,
+            )
+        });
+        let partitions = (0..4)
+            .map(|q| {
+                fetch_request::FetchPartition::default()
+                    .with_partition(q)
+                    .with_fetch_offset(offsets[q as usize])
+                    .with_partition_max_bytes(1 << 20)
+            })
+            .collect();
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(20_000)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                fetch_request::FetchTopic::default()
+                    .with_topic(topic("waits"))
+                    .with_partitions(partitions),
+            ]);
+        let start = Instant::now();
+        let r: FetchResponse = c.call(ApiKey::Fetch, 12, &request);
+        assert!(start.elapsed() < Duration::from_secs(10), "round {round}");
+        assert_eq!(producer.join().unwrap().0, 0);
+        let got = &r.responses[0].partitions[p];
+        assert_eq!(decode(&got.records).len(), 1, "round {round}");
+        offsets[p] += 1;
+        // The losing wait ends once its fetch is answered; allow the cores a moment.
+        let handle = broker.handle.as_ref().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while handle.peer_requests_in_progress() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            handle.peer_requests_in_progress(),
+            0,
+            "round {round} (data on core {}): a wait still held on another core",
+            owners[p]
+        );
+    }
+}
