@@ -206,6 +206,9 @@ pub struct SendRead {
     pub log_start_offset: i64,
     /// Log end offset at the time of the read.
     pub log_end_offset: i64,
+    /// The data was read from disk into memory for this read (direct cold reads): unlike the
+    /// tail cache's buffers or a file range, it is memory held for as long as it is.
+    pub read_from_disk: bool,
 }
 
 /// With the Dma backend, file ranges are handed out only this far below the active
@@ -775,10 +778,26 @@ impl Log {
         max_offset: i64,
         pace: ColdReadPace,
     ) -> Result<SendRead, LogError> {
+        self.read_for_send_bounded(offset, max_bytes, max_offset, pace, usize::MAX)
+            .await
+    }
+
+    /// [`Log::read_for_send_paced`], reading at most `disk_bytes_max` from disk into memory
+    /// (direct cold reads), but always the first batch whole (KIP-74), so a caller holding a
+    /// memory budget for data read for responses still lets every consumer progress. Data
+    /// from the tail cache or sent as a file range is not bounded by it.
+    pub async fn read_for_send_bounded(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        pace: ColdReadPace,
+        disk_bytes_max: usize,
+    ) -> Result<SendRead, LogError> {
         let limit = self.read_limit(offset, max_offset)?;
-        let data = self
+        let (data, read_from_disk) = self
             .first_found(offset, limit, async |seg| {
-                self.send_segment(&seg, offset, max_bytes, limit, pace)
+                self.send_segment(&seg, offset, max_bytes, limit, pace, disk_bytes_max)
                     .await
             })
             .await?
@@ -788,9 +807,12 @@ impl Log {
             high_watermark: self.high_watermark.get(),
             log_start_offset: self.log_start.get(),
             log_end_offset: self.log_end.get(),
+            read_from_disk,
         })
     }
 
+    /// What `read_for_send_bounded` sends from `seg`, and whether it was read from disk
+    /// into memory for it.
     async fn send_segment(
         &self,
         seg: &Rc<Segment>,
@@ -798,7 +820,8 @@ impl Log {
         max_bytes: usize,
         limit: i64,
         pace: ColdReadPace,
-    ) -> Result<Option<SendData>, LogError> {
+        disk_bytes_max: usize,
+    ) -> Result<Option<(SendData, bool)>, LogError> {
         let (end, next_offset) = {
             let m = seg.meta.borrow();
             (m.size_bytes, m.next_offset)
@@ -828,19 +851,20 @@ impl Log {
         // The tail cache holds it: its own buffers go out, whole batches below `limit`.
         let cached = self.cache.borrow().holds_from(seg.base_offset, position);
         if cached && let Some(data) = self.send_from_cache(seg, position, &first, want, limit) {
-            return Ok(Some(data));
+            return Ok(Some((data, false)));
         }
         if !cached && direct {
+            let want = want.min(disk_bytes_max as u64).max(first.total_bytes);
             let sent = self
                 .send_direct(seg, position, &first, want, end, limit, pace)
                 .await?;
             if let Some(data) = sent {
-                return Ok(Some(data));
+                return Ok(Some((data, true)));
             }
             return Ok(self
-                .read_segment(seg, offset, max_bytes, limit)
+                .read_segment(seg, offset, max_bytes.min(disk_bytes_max), limit)
                 .await?
-                .map(SendData::Memory));
+                .map(|data| (SendData::Memory(data), true)));
         }
         // Data up to `limit` only: a segment reaching past it is read (rare: the high
         // watermark trails the log end only while an append completes). So is data not yet
@@ -849,7 +873,7 @@ impl Log {
             return Ok(self
                 .read_segment(seg, offset, max_bytes, limit)
                 .await?
-                .map(SendData::Memory));
+                .map(|data| (SendData::Memory(data), !cached)));
         }
         // Cut at a batch boundary known without reading the data: the segment end, or the
         // start of an indexed batch; the first batch always goes whole (KIP-74).
@@ -877,19 +901,22 @@ impl Log {
                 return Ok(self
                     .read_segment(seg, offset, max_bytes, limit)
                     .await?
-                    .map(SendData::Memory));
+                    .map(|data| (SendData::Memory(data), true)));
             }
         };
         let len = (cut - position) as usize;
         // Within what may be sent from the file (`SEND_FILE_MARGIN_BYTES`): a buffered read
         // past it could cache a block that an append is about to rewrite.
         let read_ahead_end = sendable_end.min(cut + COLD_READ_AHEAD_BYTES).max(cut);
-        Ok(Some(SendData::File(FileRange {
-            file,
-            position,
-            len,
-            read_ahead_bytes: (read_ahead_end - cut) as usize,
-        })))
+        Ok(Some((
+            SendData::File(FileRange {
+                file,
+                position,
+                len,
+                read_ahead_bytes: (read_ahead_end - cut) as usize,
+            }),
+            false,
+        )))
     }
 
     /// Walks the segments from the one holding `offset` while they start below `limit`, and

@@ -234,3 +234,68 @@ async fn reads_race_appends(_: BackendKind, dir: PathBuf) {
 fn reads_race_appends_dma() {
     common::run(BackendKind::Dma, reads_race_appends);
 }
+
+async fn disk_bytes_bound_cold_reads_not_cached_ones(_: BackendKind, dir: PathBuf) {
+    let (log, end) = filled_log(&dir, 0, 2 << 20).await;
+    let first_batch_bytes = |data: &SendData| {
+        let bytes = memory_bytes(data);
+        BatchIter::new(&bytes).next().map_or(0, |(_, b)| b.len())
+    };
+    for pace in [ColdReadPace::Ahead, ColdReadPace::Paced] {
+        // Unbounded: the fetch's whole 1 MiB, read from disk.
+        let all = log
+            .read_for_send_paced(0, 1 << 20, end, pace)
+            .await
+            .unwrap();
+        assert!(all.read_from_disk);
+        assert!(all.data.len() > 512 << 10, "{}", all.data.len());
+        // No disk bytes to spend: the first batch still comes, whole, and only it.
+        for disk_bytes_max in [0, 1] {
+            let one = log
+                .read_for_send_bounded(0, 1 << 20, end, pace, disk_bytes_max)
+                .await
+                .unwrap();
+            assert!(one.read_from_disk);
+            assert_eq!(one.data.len(), first_batch_bytes(&one.data), "{pace:?}");
+            assert_eq!(
+                memory_bytes(&one.data),
+                memory_bytes(&all.data).slice(..one.data.len())
+            );
+        }
+        // Some: whole batches up to about that much.
+        let some = log
+            .read_for_send_bounded(0, 1 << 20, end, pace, 200 << 10)
+            .await
+            .unwrap();
+        assert!(some.data.len() <= 200 << 10, "{}", some.data.len());
+        assert!(some.data.len() > first_batch_bytes(&some.data));
+        validate_records(&memory_bytes(&some.data), 1 << 20).unwrap();
+    }
+
+    // The tail cache's data is memory already paid for: not bounded, not read from disk.
+    let mut config = log.config();
+    config.tail_cache_bytes = 8 << 20;
+    log.set_config(config);
+    let from = log.log_end_offset();
+    fill(&log, 500, 512 << 10).await;
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    let tail = log
+        .read_for_send_bounded(from, 1 << 20, end, ColdReadPace::Ahead, 0)
+        .await
+        .unwrap();
+    assert!(!tail.read_from_disk);
+    assert!(
+        tail.data.len() > first_batch_bytes(&tail.data),
+        "{}",
+        tail.data.len()
+    );
+}
+
+#[test]
+fn disk_bytes_bound_cold_reads_not_cached_ones_dma() {
+    common::run(
+        BackendKind::Dma,
+        disk_bytes_bound_cold_reads_not_cached_ones,
+    );
+}

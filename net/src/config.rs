@@ -197,6 +197,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "How data no longer in the tail cache reaches consumers (O_DIRECT backend). `direct`: read with O_DIRECT into the core's buffers and sent from there, with reads started ahead of a catching-up consumer's next fetch (fetch.read.ahead.bytes.per.core) while no producer has written for 500 ms; while producers write, only what a fetch asks for is read, 256 KiB at a time with one more in flight. `sendfile`: sent from the page cache with sendfile, as Kafka does, each range loaded into the page cache by the core's blocking thread first. Buffered reads cost more than the disk on a VM that hands freed memory back to its host (measured here: 880 MB/s through the page cache where O_DIRECT read 1,600; BENCHMARKS change 41); `sendfile` keeps read data in the page cache for the next consumer of the same range.",
     },
     SettingSpec {
+        name: "fetch.cold.read.bytes.per.core",
+        kafka_name: "-",
+        default: "134217728",
+        doc: "With fetch.cold.reads=direct: memory each core's fetch responses may hold in data read from disk for them, from the read until the response has been written to its socket (which a slow client can put off). A fetch reserves what it may read from the core's free share; with none free, each partition it reads from disk gets its first batch only, so every consumer still progresses and the memory stays within this plus one batch per partition of each fetch in flight. Data from the tail cache or sent with sendfile is not counted.",
+    },
+    SettingSpec {
         name: "fetch.read.ahead.bytes.per.core",
         kafka_name: "-",
         default: "33554432",
@@ -377,6 +383,9 @@ pub struct BrokerConfig {
     /// Reads ahead of catch-up consumers each core may hold, shared by its partitions
     /// (`fetch.read.ahead.bytes.per.core`).
     pub fetch_read_ahead_bytes_per_core: usize,
+    /// Data read from disk that each core's fetch responses may hold until sent
+    /// (`fetch.cold.read.bytes.per.core`, `cold_budget.rs`).
+    pub fetch_cold_read_bytes_per_core: usize,
     /// Tail-cache budget of each core, shared by its partitions: `tail.cache.bytes.per.core`,
     /// or less when `auto` registered memory cannot hold that much (see
     /// [`tail_cache_requested_bytes_per_core`](Self::tail_cache_requested_bytes_per_core)).
@@ -617,6 +626,10 @@ impl ConfigBuilder {
             fetch_read_ahead_bytes_per_core: parse_num(
                 "fetch.read.ahead.bytes.per.core",
                 &get("fetch.read.ahead.bytes.per.core"),
+            )?,
+            fetch_cold_read_bytes_per_core: parse_num(
+                "fetch.cold.read.bytes.per.core",
+                &get("fetch.cold.read.bytes.per.core"),
             )?,
             tail_cache_bytes_per_core,
             tail_cache_requested_bytes_per_core,

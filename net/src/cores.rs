@@ -347,6 +347,8 @@ pub struct CoreContext {
     pub request_bytes: glommio::sync::Semaphore,
     /// Reusable buffers for this core's large request bodies.
     pub request_pool: std::sync::Arc<crate::request_pool::RequestPool>,
+    /// Memory this core's fetch responses may hold in data read from disk for them.
+    pub cold_reads: crate::cold_budget::ColdReadBudget,
     /// Producer ids handed out by this core so far.
     producer_ids_issued: Cell<i64>,
     /// Wall-clock ms at start-up, the base of this run's producer ids.
@@ -375,6 +377,9 @@ impl CoreContext {
             cores,
             request_bytes: glommio::sync::Semaphore::new(config.queued_max_request_bytes as u64),
             request_pool: crate::request_pool::RequestPool::new(),
+            cold_reads: crate::cold_budget::ColdReadBudget::new(
+                config.fetch_cold_read_bytes_per_core,
+            ),
             config,
             mesh,
             metadata: RefCell::new(Rc::new(metadata)),

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod alloc;
 pub mod balance;
+pub mod cold_budget;
 pub mod config;
 pub mod connection;
 pub mod cores;

@@ -48,6 +48,8 @@ pub struct SendOutcome {
     pub high_watermark: i64,
     /// Log start offset.
     pub log_start_offset: i64,
+    /// `records` were read from disk into memory for this read (see `cold_budget.rs`).
+    pub read_from_disk: bool,
 }
 
 /// Offsets of a partition.
@@ -213,23 +215,26 @@ impl PartitionLog {
     }
 
     /// Like [`PartitionLog::read`], but data no longer in the tail cache comes back as a file
-    /// range to send with `sendfile` (see `gregor_engine::Log::read_for_send`).
+    /// range to send with `sendfile`, or read with O_DIRECT, at most `disk_bytes_max` of it
+    /// beyond the first batch (see `gregor_engine::Log::read_for_send_bounded`).
     pub async fn read_for_send(
         &self,
         offset: i64,
         max_bytes: usize,
         pace: ColdReadPace,
+        disk_bytes_max: usize,
     ) -> Result<SendOutcome, ErrorCode> {
         let hw = self.log.high_watermark();
         let r = self
             .log
-            .read_for_send_paced(offset, max_bytes, hw, pace)
+            .read_for_send_bounded(offset, max_bytes, hw, pace, disk_bytes_max)
             .await
             .map_err(|e| code(&e))?;
         Ok(SendOutcome {
             records: r.data,
             high_watermark: r.high_watermark,
             log_start_offset: r.log_start_offset,
+            read_from_disk: r.read_from_disk,
         })
     }
 

@@ -115,7 +115,12 @@ enum PartRead {
     Read(Rc<Partition>, Result<SendOutcome, i16>),
 }
 
-async fn read_part(ctx: &CoreContext, part: &FetchPart, limit: usize) -> PartRead {
+async fn read_part(
+    ctx: &CoreContext,
+    part: &FetchPart,
+    limit: usize,
+    disk_bytes_max: usize,
+) -> PartRead {
     match lookup(ctx, &part.topic, part.partition) {
         Ok(partition) => {
             // Reads ahead only while the disk is the consumers' (`disk_activity.rs`).
@@ -126,7 +131,7 @@ async fn read_part(ctx: &CoreContext, part: &FetchPart, limit: usize) -> PartRea
             };
             let outcome = partition
                 .log
-                .read_for_send(part.fetch_offset, limit.max(1), pace)
+                .read_for_send(part.fetch_offset, limit.max(1), pace, disk_bytes_max)
                 .await;
             PartRead::Read(partition, outcome)
         }
@@ -141,6 +146,10 @@ async fn read_part(ctx: &CoreContext, part: &FetchPart, limit: usize) -> PartRea
 /// some are read concurrently (their O_DIRECT reads overlap instead of waiting one behind the
 /// other), the rest one by one with what is really left. So the bytes read at once stay
 /// within `max_bytes` (plus, per part, the one batch KIP-74 lets exceed a limit).
+///
+/// What may be read from disk into memory is also reserved from the core's
+/// `fetch.cold.read.bytes.per.core` (`cold_budget.rs`), in the same order: with it spent, a
+/// part read from disk gets its first batch only. What was read is charged to it until sent.
 pub async fn fetch(
     ctx: &Rc<CoreContext>,
     parts: Vec<FetchPart>,
@@ -156,10 +165,16 @@ pub async fn fetch(
         reserved += limit;
         limits.push(limit);
     }
+    let disk = ctx.cold_reads.reserve(reserved);
+    let mut disk_left = disk.bytes();
     let reads: Vec<_> = parts
         .iter()
         .zip(&limits)
-        .map(|(part, &limit)| read_part(ctx, part, limit))
+        .map(|(part, &limit)| {
+            let disk_bytes_max = limit.min(disk_left);
+            disk_left -= disk_bytes_max;
+            read_part(ctx, part, limit, disk_bytes_max)
+        })
         .collect();
     let mut early = join_all(reads).await.into_iter();
 
@@ -171,7 +186,10 @@ pub async fn fetch(
         let read = match early.next() {
             Some(read) => Some(read),
             None if limit == 0 && returned_any => None,
-            None => Some(read_part(ctx, part, limit).await),
+            None => {
+                let disk = ctx.cold_reads.reserve(limit);
+                Some(read_part(ctx, part, limit, disk.bytes()).await)
+            }
         };
         let (partition, outcome) = match read {
             Some(PartRead::Read(partition, outcome)) => (partition, Some(outcome)),
@@ -210,11 +228,15 @@ pub async fn fetch(
                 }
                 budget = budget.saturating_sub(outcome.records.len());
                 returned_any |= !outcome.records.is_empty();
+                let records = match outcome.read_from_disk {
+                    true => ctx.cold_reads.charge(outcome.records),
+                    false => outcome.records,
+                };
                 results.push(FetchPartResult {
                     error_code: 0,
                     high_watermark: outcome.high_watermark,
                     log_start_offset: outcome.log_start_offset,
-                    records: outcome.records,
+                    records,
                 });
             }
             Err(code) => {

@@ -21,6 +21,7 @@ from clients import (
     produce_all,
     producer,
     raw_request,
+    read_partitions,
     recv_frame,
 )
 from confluent_kafka import Consumer, TopicPartition
@@ -308,3 +309,85 @@ def test_tail_cache_is_bounded_per_core_not_per_partition(broker_factory, topic_
         assert got == records
     finally:
         c.close()
+
+
+COLD_BUDGET_BYTES = 16 << 20
+COLD_RECORDS = 60_000
+STUCK_CLIENTS = 60
+
+
+def fetch_frame_records_bytes(frame: bytes) -> int:
+    """Bytes of record data in a Fetch v4 response for one topic and partition."""
+    # correlation id, throttle time, topics (1), topic name, partitions (1), partition, error,
+    # high watermark, last stable offset, aborted transactions (-1 or a count), records.
+    at = 4 + 4 + 4
+    (name_len,) = struct.unpack_from(">h", frame, at)
+    at += 2 + name_len + 4 + 4 + 2 + 8 + 8
+    (aborted,) = struct.unpack_from(">i", frame, at)
+    at += 4 + max(aborted, 0) * 16
+    (records_len,) = struct.unpack_from(">i", frame, at)
+    return max(records_len, 0)
+
+
+def test_slow_clients_cannot_hold_more_disk_reads_than_the_budget(broker_factory, topic_name):
+    """Data read from disk for a Fetch response stays in memory until the response is written,
+    which a client that does not read puts off for ever. 60 such clients asking for 50 MiB of
+    cold data each must not make the broker hold 60 times that: with a 16 MiB budget
+    (`fetch.cold.read.bytes.per.core`), the first fetches read their 8 MiB, the rest get one
+    batch each. A confluent-kafka consumer meanwhile still reads every record, and once the
+    stuck clients are gone a fetch reads as much as before (the budget came back)."""
+    broker = broker_factory(
+        extra_args=[
+            "--cores",
+            "1",
+            "--set",
+            f"tail.cache.bytes.per.core={16 << 20}",
+            "--set",
+            f"fetch.cold.read.bytes.per.core={COLD_BUDGET_BYTES}",
+        ]
+    )
+    create_topic(broker.bootstrap, topic_name)
+    p = producer(broker.bootstrap, acks="all", linger_ms=20, batch_size=65536)
+    filler = bytes(996)
+    produce_all(p, topic_name, [(None, i.to_bytes(4, "big") + filler, None, None) for i in range(COLD_RECORDS)])
+    big = 50 << 20
+
+    # Before: one fetch from the start reads its 8 MiB window from disk.
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=30) as s:
+        s.sendall(fetch_v4(1, topic_name, big))
+        first = fetch_frame_records_bytes(recv_frame(s))
+    assert first >= 4 << 20, f"a cold fetch read only {first} bytes"
+    time.sleep(1.0)
+    rss_before = broker_rss_kib(broker.proc.pid)
+
+    stuck = []
+    try:
+        for i in range(STUCK_CLIENTS):
+            s = socket.create_connection(("127.0.0.1", broker.port), timeout=30)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(fetch_v4(i + 1, topic_name, big))
+            stuck.append(s)
+        peak = rss_before
+        for _ in range(20):
+            time.sleep(0.1)
+            peak = max(peak, broker_rss_kib(broker.proc.pid))
+        # While they sit on their responses, another consumer reads everything.
+        got = read_partitions(broker.bootstrap, topic_name, {0: COLD_RECORDS}, timeout_s=120)[0]
+        assert [o for o, _ in got] == list(range(COLD_RECORDS))
+        assert all(v[:4] == o.to_bytes(4, "big") for o, v in got)
+        peak = max(peak, broker_rss_kib(broker.proc.pid))
+        growth_mib = (peak - rss_before) / 1024
+        print(f"RSS {rss_before} KiB -> peak {peak} KiB with {STUCK_CLIENTS} stuck cold fetches")
+        # Unbounded, each would hold its 8 MiB window: about 480 MiB (400 measured).
+        assert growth_mib < 128, f"broker RSS grew by {growth_mib:.0f} MiB"
+        # A stuck response, once read, is a whole and valid answer.
+        stuck[-1].settimeout(30)
+        assert fetch_frame_records_bytes(recv_frame(stuck[-1])) > 0
+    finally:
+        for s in stuck:
+            s.close()
+    time.sleep(0.5)
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=30) as s:
+        s.sendall(fetch_v4(1, topic_name, big))
+        after = fetch_frame_records_bytes(recv_frame(s))
+    assert after >= 4 << 20, f"after the stuck clients left, a cold fetch read only {after} bytes"
