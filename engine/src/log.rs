@@ -870,6 +870,10 @@ impl Log {
         // watermark trails the log end only while an append completes). So is data not yet
         // safe to send from the file (see `SEND_FILE_MARGIN_BYTES`).
         if cached || next_offset > limit || position + first.total_bytes > sendable_end {
+            let max_bytes = match cached {
+                true => max_bytes,
+                false => max_bytes.min(disk_bytes_max),
+            };
             return Ok(self
                 .read_segment(seg, offset, max_bytes, limit)
                 .await?
@@ -899,7 +903,7 @@ impl Log {
             // is still open, so read through that instead.
             Err(_) => {
                 return Ok(self
-                    .read_segment(seg, offset, max_bytes, limit)
+                    .read_segment(seg, offset, max_bytes.min(disk_bytes_max), limit)
                     .await?
                     .map(|data| (SendData::Memory(data), true)));
             }
