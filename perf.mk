@@ -13,6 +13,8 @@
 # Overrides: PERF_RUNS=3 PERF_DIR_PARENT=<dir on the disk to judge> PERF_P1K_MESSAGES=1500000
 # PERF_P100_MESSAGES=5000000 PERF_PRODUCERS=4 PERF_LATENCY_SECS=10 PERF_BATCH_BYTES=262144
 # PERF_LATENCY_BATCH_BYTES=16384 PERF_TAIL_MESSAGES=1500000 PERF_JSON=out.json
+# PERF_BROKER_SETTINGS="k=v ..." (broker settings for every broker the check starts, e.g.
+# cores.pinned=false; printed with the table)
 
 PERF_CARGO_TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 PERF_GREGOR := $(PERF_CARGO_TARGET_DIR)/release/gregor
@@ -33,6 +35,7 @@ PERF_LATENCY_BATCH_BYTES ?= 16384
 # fits in the 960 MiB per core that the cache can have (see the tail section below).
 PERF_TAIL_MESSAGES ?= 1500000
 PERF_JSON ?=
+PERF_BROKER_SETTINGS ?=
 
 define PERF_CHECK_PY
 import json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
@@ -179,11 +182,14 @@ def disk_run():
     return run_json([G, "bench", "disk", "--data-dir", work, "--size-mb", "1024", "--json"])
 DISK_CMD = "gregor bench disk --data-dir <dir> --size-mb 1024"
 
+# Settings for every broker of the check; a load's own settings come after (and win).
+BROKER_SETTINGS = os.environ.get("PERF_BROKER_SETTINGS", "").split()
+
 def start_broker(data_dir, *settings):
     """A broker on a free loopback port; returns (process, bootstrap) once it answers."""
     b = f"127.0.0.1:{free_port()}"
     args = [G, "broker", "--data-dir", data_dir, "--listen", b]
-    for kv in settings:
+    for kv in BROKER_SETTINGS + list(settings):
         args += ["--set", kv]
     p = subprocess.Popen(args, stdout=open(data_dir + ".log", "w"), stderr=subprocess.STDOUT)
     for _ in range(100):
@@ -420,13 +426,15 @@ ran_out = sum(w >= 30 for w in settle_waits)
 rows.append(("waits for a quiet machine, total (s)", results["settle_wait_s"], "info", lambda v: True, f"before {len(settle_waits)} runs, longest {max(settle_waits, default=0):.0f} s" + (f"; {ran_out} ran out (after 3, sync only)" if ran_out else "") + (f"; not watched (absent): {', '.join(unwatched)}" if unwatched else "")))
 load_after = open("/proc/loadavg").read().split()[0]
 print(f"\nbench-check {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, medians of {RUNS}, load {load_before} -> {load_after}")
+if BROKER_SETTINGS:
+    print(f"broker settings: {' '.join(BROKER_SETTINGS)}")
 print(f"{'measure':40s} {'value':>12s} {'target':>8s}  {'':4s} detail")
 for name, v, target, ok, detail in rows:
     shown = "n/a" if v is None else (f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}")
     mark = "" if v is None or target == "info" else ("met" if ok(v) else "MISS")
     print(f"{name:40s} {shown:>12s} {target:>8s}  {mark:4s} {detail}")
 if os.environ.get("PERF_JSON"):
-    json.dump({"results": results, "commands": commands}, open(os.environ["PERF_JSON"], "w"), indent=1)
+    json.dump({"results": results, "commands": commands, "broker_settings": BROKER_SETTINGS}, open(os.environ["PERF_JSON"], "w"), indent=1)
 endef
 # Exported to the bench-check recipe only, not to every target of the including Makefile.
 bench-check: export PERF_CHECK_PY := $(PERF_CHECK_PY)
@@ -440,4 +448,4 @@ bench-check:
 	PERF_P100_MESSAGES=$(PERF_P100_MESSAGES) PERF_PRODUCERS=$(PERF_PRODUCERS) \
 	PERF_LATENCY_SECS=$(PERF_LATENCY_SECS) PERF_BATCH_BYTES=$(PERF_BATCH_BYTES) \
 	PERF_TAIL_MESSAGES=$(PERF_TAIL_MESSAGES) PERF_LATENCY_BATCH_BYTES=$(PERF_LATENCY_BATCH_BYTES) \
-	PERF_JSON=$(PERF_JSON) python3 -c "$$PERF_CHECK_PY"
+	PERF_JSON=$(PERF_JSON) PERF_BROKER_SETTINGS="$(PERF_BROKER_SETTINGS)" python3 -c "$$PERF_CHECK_PY"
