@@ -739,26 +739,8 @@ fn multi_partition_fetch_keeps_request_order_and_max_bytes() {
         assert_eq!(c.produce("mp", p, b, 1), (0, 0));
     }
     let fetch = |c: &mut Client, order: &[i32], max_bytes: i32| -> FetchResponse {
-        let partitions = order
-            .iter()
-            .map(|&p| {
-                fetch_request::FetchPartition::default()
-                    .with_partition(p)
-                    .with_fetch_offset(0)
-                    .with_partition_max_bytes(1 << 20)
-            })
-            .collect();
-        let request = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(0)
-            .with_min_bytes(0)
-            .with_max_bytes(max_bytes)
-            .with_session_epoch(-1)
-            .with_topics(vec![
-                fetch_request::FetchTopic::default()
-                    .with_topic(topic("mp"))
-                    .with_partitions(partitions),
-            ]);
+        let partitions: Vec<(i32, i64)> = order.iter().map(|&p| (p, 0)).collect();
+        let request = fetch_request("mp", &partitions, 0, 0, max_bytes);
         c.call(ApiKey::Fetch, 11, &request)
     };
     let order = [5, 0, 3, 1, 4, 2];
@@ -794,22 +776,7 @@ fn shutdown_answers_in_flight_request_despite_pipelined_ones() {
     let mut c = broker.client();
     assert_eq!(c.create_topic("sd", 1).topics[0].error_code, 0);
     // A long-polling fetch is in flight when the shutdown starts...
-    let fetch = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(10_000)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![
-            fetch_request::FetchTopic::default()
-                .with_topic(topic("sd"))
-                .with_partitions(vec![
-                    fetch_request::FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ]);
+    let fetch = fetch_request("sd", &[(0, 0)], 10_000, 1, 1 << 20);
     let in_flight = c.send(ApiKey::Fetch, 12, &fetch);
     // ...and the client has already pipelined the next request, which will not be answered.
     c.send(ApiKey::Metadata, 12, &MetadataRequest::default());
@@ -979,25 +946,8 @@ fn answered_fetches_leave_no_waits_behind_on_other_cores() {
                 1,
             )
         });
-        let partitions = (0..4)
-            .map(|q| {
-                fetch_request::FetchPartition::default()
-                    .with_partition(q)
-                    .with_fetch_offset(offsets[q as usize])
-                    .with_partition_max_bytes(1 << 20)
-            })
-            .collect();
-        let request = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(20_000)
-            .with_min_bytes(1)
-            .with_max_bytes(1 << 20)
-            .with_session_epoch(-1)
-            .with_topics(vec![
-                fetch_request::FetchTopic::default()
-                    .with_topic(topic("waits"))
-                    .with_partitions(partitions),
-            ]);
+        let partitions: Vec<(i32, i64)> = (0..4).map(|q| (q, offsets[q as usize])).collect();
+        let request = fetch_request("waits", &partitions, 20_000, 1, 1 << 20);
         let start = Instant::now();
         let r: FetchResponse = c.call(ApiKey::Fetch, 12, &request);
         assert!(start.elapsed() < Duration::from_secs(10), "round {round}");

@@ -232,6 +232,37 @@ impl Client {
     }
 }
 
+/// A Fetch request (v4 to v12 form: topic by name) for `partitions` of `topic_name`, each as
+/// `(partition, fetch offset)` with 1 MiB per partition.
+pub fn fetch_request(
+    topic_name: &str,
+    partitions: &[(i32, i64)],
+    max_wait_ms: i32,
+    min_bytes: i32,
+    max_bytes: i32,
+) -> FetchRequest {
+    let partitions = partitions
+        .iter()
+        .map(|&(partition, offset)| {
+            fetch_request::FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)
+        })
+        .collect();
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            fetch_request::FetchTopic::default()
+                .with_topic(topic(topic_name))
+                .with_partitions(partitions),
+        ])
+}
+
 pub fn topic(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
