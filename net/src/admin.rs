@@ -375,6 +375,7 @@ pub async fn apply_change(ctx: &Rc<CoreContext>, change: &MetadataChange) {
         }
         MetadataChange::DeleteTopic { name } => {
             ctx.set_metadata(image);
+            ctx.remote_offsets.forget_topic(name);
             for partition in ctx.registry.remove_topic(name) {
                 partition.appended.notify_all();
                 if let Err(code) = partition.log.delete().await {
@@ -426,7 +427,14 @@ pub async fn open_owned(
             direct_cold_reads: ctx.config.fetch_cold_reads_direct,
             read_ahead_bytes: ctx.registry.read_ahead_share_bytes(1),
         };
-        match PartitionLog::open(&dir, config.clone(), ctx.config.storage_backend, tuning).await {
+        let opened = PartitionLog::open(
+            &dir,
+            meta.id,
+            config.clone(),
+            ctx.config.storage_backend,
+            tuning,
+        );
+        match opened.await {
             Ok(log) => {
                 ctx.registry.insert(Partition {
                     topic: topic.to_string(),

@@ -116,6 +116,8 @@ pub struct FetchPartResult {
     pub log_start_offset: i64,
     /// Whole batches, in memory or as a segment file range (sent with `sendfile`).
     pub records: gregor_engine::SendData,
+    /// The partition's published offsets (see `published.rs`), when its owner read it.
+    pub published: Option<std::sync::Arc<crate::published::PublishedOffsets>>,
 }
 
 impl FetchPartResult {
@@ -126,6 +128,7 @@ impl FetchPartResult {
             high_watermark: -1,
             log_start_offset: -1,
             records: gregor_engine::SendData::default(),
+            published: None,
         }
     }
 }
@@ -240,10 +243,16 @@ pub enum CoreRequest {
         /// Byte budget across these parts.
         max_bytes: usize,
     },
-    /// Wait until one of the partitions has data past its offset, or the timeout.
+    /// Wait until one of the partitions has data past its offset (or the timeout, or a
+    /// shutdown), then read `reads` as `Fetch` does and answer with [`CoreReply::Fetch`]:
+    /// the data comes back with the wake-up, so the fetching core need not ask again.
     WaitForData {
         /// Partitions.
         parts: Vec<WaitPart>,
+        /// What to read once woken, in request order.
+        reads: Vec<FetchPart>,
+        /// Byte budget across `reads`.
+        max_bytes: usize,
         /// Give up after this long.
         timeout_ms: u64,
     },
@@ -279,10 +288,8 @@ pub enum CoreRequest {
 pub enum CoreReply {
     /// To `Produce`.
     Produce(Vec<ProducePartResult>),
-    /// To `Fetch`.
+    /// To `Fetch` and `WaitForData`.
     Fetch(Vec<FetchPartResult>),
-    /// To `WaitForData`.
-    WaitForData,
     /// To `ListOffsets`.
     ListOffsets(Vec<OffsetResult>),
     /// To `DeleteRecords`.
@@ -349,6 +356,8 @@ pub struct CoreContext {
     pub request_pool: std::sync::Arc<crate::request_pool::RequestPool>,
     /// Memory this core's fetch responses may hold in data read from disk for them.
     pub cold_reads: crate::cold_budget::ColdReadBudget,
+    /// Other cores' partitions' published offsets, as this core's fetches learned them.
+    pub remote_offsets: crate::published::RemoteOffsets,
     /// Producer ids handed out by this core so far.
     producer_ids_issued: Cell<i64>,
     /// Wall-clock ms at start-up, the base of this run's producer ids.
@@ -380,6 +389,7 @@ impl CoreContext {
             cold_reads: crate::cold_budget::ColdReadBudget::new(
                 config.fetch_cold_read_bytes_per_core,
             ),
+            remote_offsets: crate::published::RemoteOffsets::default(),
             config,
             mesh,
             metadata: RefCell::new(Rc::new(metadata)),

@@ -47,20 +47,21 @@ impl<F: Future> Future for JoinAll<F> {
     }
 }
 
-/// Completes when the first of `futures` does (the others are dropped with it).
-pub async fn first_of<F: Future<Output = ()>>(futures: Vec<Pin<Box<F>>>) {
+/// Completes with the output of the first of `futures` to complete (the others are dropped
+/// with it).
+pub async fn first_of<F: Future>(futures: Vec<Pin<Box<F>>>) -> F::Output {
     FirstOf(futures).await
 }
 
 struct FirstOf<F>(Vec<Pin<Box<F>>>);
 
-impl<F: Future<Output = ()>> Future for FirstOf<F> {
-    type Output = ();
+impl<F: Future> Future for FirstOf<F> {
+    type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         for f in self.0.iter_mut() {
-            if f.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
+            if let Poll::Ready(v) = f.as_mut().poll(cx) {
+                return Poll::Ready(v);
             }
         }
         Poll::Pending

@@ -28,6 +28,7 @@ pub mod metadata;
 pub mod notify;
 pub mod page_cache;
 pub mod partition_ops;
+pub mod published;
 pub mod registry;
 pub mod request_pool;
 pub mod routing;

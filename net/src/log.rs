@@ -5,11 +5,13 @@
 //! end right after each append.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use gregor_engine::{BackendKind, ColdReadPace, Log, LogConfig, LogError, SendData, TimestampType};
 
 use crate::config::StorageBackend;
+use crate::published::PublishedOffsets;
 use crate::topic_config::TopicConfig;
 
 /// A Kafka error code (`ResponseError::code()`).
@@ -117,12 +119,16 @@ pub struct StorageTuning {
 /// One partition's log.
 pub struct PartitionLog {
     log: Log,
+    /// Its offsets for other cores, republished by every call that moves them.
+    published: Arc<PublishedOffsets>,
 }
 
 impl PartitionLog {
-    /// Opens (or creates) the log in `dir`, recovering it if it was not closed cleanly.
+    /// Opens (or creates) the log in `dir`, recovering it if it was not closed cleanly; its
+    /// offsets are published for other cores as those of a partition of topic `topic_id`.
     pub async fn open(
         dir: &Path,
+        topic_id: u128,
         config: TopicConfig,
         backend: StorageBackend,
         tuning: StorageTuning,
@@ -142,7 +148,22 @@ impl PartitionLog {
         };
         let log = Log::open(dir, log_config, backend).await?;
         log.set_high_watermark(log.log_end_offset());
-        Ok(Self { log })
+        let opened = Self {
+            log,
+            published: PublishedOffsets::new(topic_id),
+        };
+        opened.publish();
+        Ok(opened)
+    }
+
+    /// The offsets other cores read (see `published.rs`).
+    pub fn published(&self) -> &Arc<PublishedOffsets> {
+        &self.published
+    }
+
+    fn publish(&self) {
+        self.published
+            .publish(self.log.high_watermark(), self.log.log_start_offset());
     }
 
     /// The partition directory.
@@ -185,6 +206,7 @@ impl PartitionLog {
             .await
             .map_err(|e| code(&e))?;
         self.log.set_high_watermark(info.last_offset + 1);
+        self.publish();
         Ok(AppendOutcome {
             base_offset: info.base_offset,
             last_offset: info.last_offset,
@@ -264,28 +286,36 @@ impl PartitionLog {
 
     /// Deletes records before `offset` (DeleteRecords); returns the new log start offset.
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64, ErrorCode> {
-        self.log
+        let moved = self
+            .log
             .delete_records_before(offset)
             .await
-            .map_err(|e| code(&e))
+            .map_err(|e| code(&e));
+        self.publish();
+        moved
     }
 
     /// Applies retention by time and size (and time-based rolls and flushes).
     pub async fn apply_retention(&self) -> Result<(), ErrorCode> {
-        self.log
+        let applied = self
+            .log
             .enforce_retention(now_ms())
             .await
-            .map_err(|e| code(&e))
+            .map_err(|e| code(&e));
+        self.publish();
+        applied
     }
 
     /// Closes the log cleanly (so the next open needs no recovery).
     pub async fn close(&self) -> Result<(), ErrorCode> {
+        self.published.close();
         self.log.close().await.map_err(|e| code(&e))
     }
 
     /// Closes the log and removes its directory. In-flight users holding the partition see
     /// `Closed` errors on append; open file handles keep their reads working.
     pub async fn delete(&self) -> Result<(), ErrorCode> {
+        self.published.close();
         self.log.close().await.map_err(|e| code(&e))?;
         gregor_engine::retire_dir(self.log.dir())
             .map_err(|_| kafka_protocol::ResponseError::KafkaStorageError.code())

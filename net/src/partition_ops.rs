@@ -215,6 +215,7 @@ pub async fn fetch(
                     high_watermark: w.log_end_offset,
                     log_start_offset: w.log_start_offset,
                     records: SendData::default(),
+                    published: Some(partition.log.published().clone()),
                 });
                 continue;
             }
@@ -237,6 +238,7 @@ pub async fn fetch(
                     high_watermark: outcome.high_watermark,
                     log_start_offset: outcome.log_start_offset,
                     records,
+                    published: Some(partition.log.published().clone()),
                 });
             }
             Err(code) => {
@@ -246,6 +248,7 @@ pub async fn fetch(
                     high_watermark: w.log_end_offset,
                     log_start_offset: w.log_start_offset,
                     records: SendData::default(),
+                    published: None,
                 });
             }
         }

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -78,7 +77,7 @@ pub struct ServerHandle {
     acks: std::sync::mpsc::Receiver<usize>,
     threads: Vec<JoinHandle<()>>,
     connections: Arc<crate::balance::ConnectionCounts>,
-    peer_requests: Arc<AtomicUsize>,
+    peer_requests: Arc<crate::service::PeerRequestCounts>,
 }
 
 impl ServerHandle {
@@ -95,7 +94,13 @@ impl ServerHandle {
     /// Requests from one core being worked on by another right now (long-polling fetch
     /// waits among them), over all cores.
     pub fn peer_requests_in_progress(&self) -> usize {
-        self.peer_requests.load(Ordering::Relaxed)
+        self.peer_requests.in_progress()
+    }
+
+    /// Requests cores have sent each other since start (each a wake-up of the receiving
+    /// core if it slept, and another of the sender for the answer).
+    pub fn peer_requests_served(&self) -> u64 {
+        self.peer_requests.served()
     }
 
     /// Clean shutdown: stop accepting, finish in-flight requests, close every partition log.
@@ -178,7 +183,7 @@ pub fn start(config: BrokerConfig) -> Result<ServerHandle, ServerError> {
     let mut threads = Vec::with_capacity(cores);
     let connections = crate::balance::ConnectionCounts::new(cores);
     let appends = crate::disk_activity::AppendActivity::new();
-    let peer_requests = Arc::new(AtomicUsize::new(0));
+    let peer_requests = Arc::new(crate::service::PeerRequestCounts::default());
     if let Some(warning) =
         crate::memlock::registration_shortfall(config.io_registered_memory_bytes_per_core, cores)
     {
@@ -309,7 +314,7 @@ struct CoreSetup {
     listener_fd: RawFd,
     connections: Arc<crate::balance::ConnectionCounts>,
     appends: Arc<crate::disk_activity::AppendActivity>,
-    peer_requests: Arc<AtomicUsize>,
+    peer_requests: Arc<crate::service::PeerRequestCounts>,
     control: ControlReceiver,
     ready: std::sync::mpsc::Sender<Result<usize, String>>,
     ack: std::sync::mpsc::Sender<usize>,

@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use glommio::channels::shared_channel::ConnectedReceiver;
 
@@ -19,9 +19,14 @@ pub async fn serve(ctx: Rc<CoreContext>, request: CoreRequest) -> CoreReply {
         CoreRequest::Fetch { parts, max_bytes } => {
             CoreReply::Fetch(partition_ops::fetch(&ctx, parts, max_bytes).await)
         }
-        CoreRequest::WaitForData { parts, timeout_ms } => {
+        CoreRequest::WaitForData {
+            parts,
+            reads,
+            max_bytes,
+            timeout_ms,
+        } => {
             partition_ops::wait_for_data(&ctx, &parts, timeout_ms).await;
-            CoreReply::WaitForData
+            CoreReply::Fetch(partition_ops::fetch(&ctx, reads, max_bytes).await)
         }
         CoreRequest::ListOffsets { parts } => {
             CoreReply::ListOffsets(partition_ops::list_offsets(&ctx, parts).await)
@@ -47,7 +52,7 @@ pub async fn serve(ctx: Rc<CoreContext>, request: CoreRequest) -> CoreReply {
 /// Serves requests from one peer core until that peer closes its sender. Each request runs
 /// in its own task, so a long-polling fetch does not hold up the requests behind it; the
 /// number of such tasks is bounded by the peers' connections (one request in flight each,
-/// up to `produce.pipeline.depth` for Produce). `in_progress` counts them, over all cores.
+/// up to `produce.pipeline.depth` for Produce). `counts` counts them, over all cores.
 ///
 /// A wait for data ends as soon as its caller stops listening (the fetch was answered by
 /// another core's data, or its connection closed): left to run, it would hold its task and
@@ -57,11 +62,12 @@ pub async fn serve(ctx: Rc<CoreContext>, request: CoreRequest) -> CoreReply {
 pub async fn serve_peer(
     ctx: Rc<CoreContext>,
     receiver: ConnectedReceiver<Envelope>,
-    in_progress: Arc<AtomicUsize>,
+    counts: Arc<PeerRequestCounts>,
 ) {
     while let Some(envelope) = receiver.recv().await {
         let ctx = ctx.clone();
-        let working = InProgress::start(&in_progress);
+        counts.served.fetch_add(1, Ordering::Relaxed);
+        let working = InProgress::start(&counts);
         glommio::spawn_local(async move {
             let Envelope { request, mut reply } = envelope;
             let abandon_when_unwanted = matches!(request, CoreRequest::WaitForData { .. });
@@ -85,18 +91,39 @@ pub async fn serve_peer(
     }
 }
 
-/// One request counted in `in_progress` until dropped.
-struct InProgress(Arc<AtomicUsize>);
+/// Requests cores sent each other, over all cores.
+#[derive(Debug, Default)]
+pub struct PeerRequestCounts {
+    /// Being worked on now.
+    in_progress: AtomicUsize,
+    /// Received since start.
+    served: AtomicU64,
+}
+
+impl PeerRequestCounts {
+    /// Requests being worked on now.
+    pub fn in_progress(&self) -> usize {
+        self.in_progress.load(Ordering::Relaxed)
+    }
+
+    /// Requests received since start.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+}
+
+/// One request counted in progress until dropped.
+struct InProgress(Arc<PeerRequestCounts>);
 
 impl InProgress {
-    fn start(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        InProgress(counter.clone())
+    fn start(counts: &Arc<PeerRequestCounts>) -> Self {
+        counts.in_progress.fetch_add(1, Ordering::Relaxed);
+        InProgress(counts.clone())
     }
 }
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
     }
 }

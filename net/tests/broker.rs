@@ -955,6 +955,21 @@ fn answered_fetches_leave_no_waits_behind_on_other_cores() {
         let got = &r.responses[0].partitions[p];
         assert_eq!(decode(&got.records).len(), 1, "round {round}");
         offsets[p] += 1;
+        // The data is where it was produced and nowhere else (whichever core woke the fetch
+        // and whichever read the rest).
+        for (q, part) in r.responses[0].partitions.iter().enumerate() {
+            assert_eq!(part.partition_index, q as i32, "round {round}");
+            assert_eq!(
+                part.high_watermark, offsets[q],
+                "round {round}, partition {q}"
+            );
+            if q != p {
+                assert!(
+                    decode(&part.records).is_empty(),
+                    "round {round}, partition {q}"
+                );
+            }
+        }
         // The losing wait ends once its fetch is answered; allow the cores a moment.
         let handle = broker.handle.as_ref().unwrap();
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -968,4 +983,214 @@ fn answered_fetches_leave_no_waits_behind_on_other_cores() {
             owners[p]
         );
     }
+}
+
+/// DeleteRecords on every partition of `topic_name` (0..partitions) before `offset`.
+fn delete_records_before(c: &mut Client, topic_name: &str, partitions: i32, offset: i64) {
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default()
+                .with_name(topic(topic_name))
+                .with_partitions(
+                    (0..partitions)
+                        .map(|p| {
+                            delete_records_request::DeleteRecordsPartition::default()
+                                .with_partition_index(p)
+                                .with_offset(offset)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
+    for p in &r.topics[0].partitions {
+        assert_eq!((p.error_code, p.low_watermark), (0, offset));
+    }
+}
+
+/// A fetch of every partition of `topic_name` at `offsets`, answered at once (max_wait 0):
+/// per partition (error, high watermark, log start, offsets of the records returned).
+fn fetch_now(c: &mut Client, topic_name: &str, offsets: &[i64]) -> Vec<(i16, i64, i64, Vec<i64>)> {
+    let partitions: Vec<(i32, i64)> = offsets
+        .iter()
+        .enumerate()
+        .map(|(p, &o)| (p as i32, o))
+        .collect();
+    let request = fetch_request(topic_name, &partitions, 0, 1, 1 << 20);
+    let r: FetchResponse = c.call(ApiKey::Fetch, 12, &request);
+    assert_eq!(r.error_code, 0);
+    r.responses[0]
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(p, part)| {
+            assert_eq!(part.partition_index, p as i32);
+            let records = decode(&part.records).into_iter().map(|r| r.0).collect();
+            (
+                part.error_code,
+                part.high_watermark,
+                part.log_start_offset,
+                records,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn caught_up_partitions_of_other_cores_are_answered_without_asking_them() {
+    // A fetch at the end of partitions owned by another core used to ask that core to read
+    // them, a round trip per fetch. Their owners publish their offsets; the fetching core
+    // answers caught-up partitions itself, with the same offsets the owner would give, and
+    // still sees every append and log-start move at once.
+    let broker = Broker::start(&[]);
+    let handle = broker.handle.as_ref().unwrap();
+    let mut c = broker.client();
+    assert_eq!(c.create_topic("tail", 4).topics[0].error_code, 0);
+    let owners: Vec<usize> = (0..4)
+        .map(|p| gregor_net::cores::partition_owner("tail", p, 2))
+        .collect();
+    assert!(owners.contains(&0) && owners.contains(&1), "{owners:?}");
+    for p in 0..4 {
+        for i in 0..3 {
+            let b = batch(&[("k", "v", now_ms())], Compression::None);
+            assert_eq!(c.produce("tail", p, b, 1), (0, i));
+        }
+    }
+    delete_records_before(&mut c, "tail", 4, 1);
+    let caught_up = vec![(0, 3, 1, vec![]); 4];
+    // The first fetch learns the other core's offsets from its answers.
+    assert_eq!(fetch_now(&mut c, "tail", &[3; 4]), caught_up);
+    let served = handle.peer_requests_served();
+    for _ in 0..20 {
+        assert_eq!(fetch_now(&mut c, "tail", &[3; 4]), caught_up);
+    }
+    // Nothing else runs between the cores here; allow a stray request, not one per fetch.
+    let asked = handle.peer_requests_served() - served;
+    assert!(
+        asked <= 2,
+        "{asked} requests to the other core for 20 caught-up fetches"
+    );
+
+    // Every append is seen by the next fetch, on whichever core.
+    let mut offsets = [3i64; 4];
+    for p in 0..4 {
+        let b = batch(&[("k", "new", now_ms())], Compression::None);
+        assert_eq!(c.produce("tail", p as i32, b, 1), (0, 3));
+        let got = fetch_now(&mut c, "tail", &offsets);
+        for (q, (code, hw, start, records)) in got.into_iter().enumerate() {
+            let end = if q <= p { 4 } else { 3 };
+            assert_eq!(
+                (code, hw, start),
+                (0, end, 1),
+                "partition {q} after producing to {p}"
+            );
+            let expected: Vec<i64> = if q == p { vec![3] } else { vec![] };
+            assert_eq!(records, expected, "partition {q} after producing to {p}");
+        }
+        offsets[p] = 4;
+    }
+    // So is a new log start.
+    delete_records_before(&mut c, "tail", 4, 2);
+    assert_eq!(
+        fetch_now(&mut c, "tail", &[4; 4]),
+        vec![(0, 4, 2, vec![]); 4]
+    );
+    // And below it the owner answers, as before.
+    let below = fetch_now(&mut c, "tail", &[1; 4]);
+    assert!(
+        below
+            .iter()
+            .all(|r| r.0 == ResponseError::OffsetOutOfRange.code()),
+        "{below:?}"
+    );
+}
+
+#[test]
+fn a_topic_created_again_is_not_answered_from_the_old_ones_offsets() {
+    let broker = Broker::start(&[]);
+    let mut c = broker.client();
+    let produce_each = |c: &mut Client, count: i64| {
+        for p in 0..4 {
+            for i in 0..count {
+                let b = batch(&[("k", "v", now_ms())], Compression::None);
+                assert_eq!(c.produce("again", p, b, 1), (0, i));
+            }
+        }
+    };
+    assert_eq!(c.create_topic("again", 4).topics[0].error_code, 0);
+    produce_each(&mut c, 3);
+    assert_eq!(
+        fetch_now(&mut c, "again", &[3; 4]),
+        vec![(0, 3, 0, vec![]); 4]
+    );
+    let del = DeleteTopicsRequest::default()
+        .with_topic_names(vec![topic("again")])
+        .with_timeout_ms(5_000);
+    let r: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 5, &del);
+    assert_eq!(r.responses[0].error_code, 0);
+    assert_eq!(c.create_topic("again", 4).topics[0].error_code, 0);
+    produce_each(&mut c, 5);
+    // Offset 3 was the old topic's end; the new one has records there.
+    assert_eq!(
+        fetch_now(&mut c, "again", &[3; 4]),
+        vec![(0, 5, 0, vec![3, 4]); 4]
+    );
+}
+
+#[test]
+fn a_long_poll_gathers_min_bytes_from_partitions_on_both_cores() {
+    // min_bytes more than one batch: the first core's data wakes the fetch but does not
+    // answer it; it waits on until the other core's data adds up, and returns both.
+    let broker = Broker::start(&[]);
+    let mut c = broker.client();
+    assert_eq!(c.create_topic("gather", 4).topics[0].error_code, 0);
+    let owners: Vec<usize> = (0..4)
+        .map(|p| gregor_net::cores::partition_owner("gather", p, 2))
+        .collect();
+    let first = owners.iter().position(|&o| o == 0).unwrap() as i32;
+    let second = owners.iter().position(|&o| o == 1).unwrap() as i32;
+    let one_batch = batch(&[("k", "v", now_ms())], Compression::None).len() as i32;
+    let addr = broker.addr;
+    for (early, late) in [(first, second), (second, first)] {
+        let start = Instant::now();
+        let producer = std::thread::spawn(move || {
+            let mut pc = Client::connect(addr);
+            // When each produce was sent: the data cannot be fetched before.
+            let mut sent_at = Vec::new();
+            for p in [early, late] {
+                std::thread::sleep(Duration::from_millis(300));
+                let b = batch(&[("k", "v", now_ms())], Compression::None);
+                sent_at.push(start.elapsed());
+                let (code, _) = pc.produce("gather", p, b, 1);
+                assert_eq!(code, 0);
+            }
+            sent_at
+        });
+        let offsets = fetch_offsets_now(&mut c, "gather");
+        let partitions: Vec<(i32, i64)> = (0..4).map(|p| (p, offsets[p as usize])).collect();
+        let request = fetch_request("gather", &partitions, 10_000, one_batch * 3 / 2, 1 << 20);
+        let r: FetchResponse = c.call(ApiKey::Fetch, 12, &request);
+        let answered = start.elapsed();
+        let sent_at = producer.join().unwrap();
+        assert!(
+            answered >= sent_at[1] && answered < Duration::from_secs(8),
+            "answered at {answered:?}, produces sent at {sent_at:?}"
+        );
+        for (q, part) in r.responses[0].partitions.iter().enumerate() {
+            let got = decode(&part.records).len();
+            let expected = usize::from(q as i32 == early || q as i32 == late);
+            assert_eq!(got, expected, "partition {q} (early {early}, late {late})");
+        }
+    }
+}
+
+/// The log end offset of each of the 4 partitions of `topic_name`.
+fn fetch_offsets_now(c: &mut Client, topic_name: &str) -> Vec<i64> {
+    fetch_now(c, topic_name, &[0; 4])
+        .into_iter()
+        .map(|(code, hw, _, _)| {
+            assert_eq!(code, 0);
+            hw
+        })
+        .collect()
 }

@@ -3,8 +3,9 @@
 //!
 //! Long polling: read every partition on its owning core; if fewer than `min_bytes` came back
 //! and `max_wait_ms` has not passed, ask each involved core to wait until one of its
-//! partitions grows past what we saw, take the first such wake-up (or the deadline), and read
-//! again.
+//! partitions grows past what we saw and then read its partitions again. The first core to
+//! wake sends its data with the wake-up; the other cores' partitions are read again (they may
+//! have grown meanwhile), and the loop goes on until `min_bytes` or the deadline.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -89,7 +90,15 @@ pub async fn handle(
     let wait_ms = (request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MS_MAX);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
 
-    let mut results = read_round(ctx, &parts, max_bytes).await;
+    // Topic ids, to match other cores' published offsets (`None`: not in our metadata, so
+    // the owner answers).
+    let ids: Vec<Option<u128>> = parts
+        .iter()
+        .map(|p| image.topics.get(&p.topic).map(|t| t.id))
+        .collect();
+    let all: Vec<usize> = (0..parts.len()).collect();
+    let mut results = vec![FetchPartResult::default(); parts.len()];
+    read_fresh(ctx, &parts, &ids, &all, max_bytes, &mut results).await;
     loop {
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let any_error = results.iter().any(|r| r.error_code != 0);
@@ -106,8 +115,20 @@ pub async fn handle(
                 offset: part.fetch_offset.max(r.high_watermark),
             })
             .collect();
-        wait_any(ctx, waits, deadline - now).await;
-        results = read_round(ctx, &parts, max_bytes).await;
+        match wait_any(ctx, &parts, waits, max_bytes, deadline - now).await {
+            Some(woken) => {
+                let mut fresh = vec![false; parts.len()];
+                for (&position, result) in woken.positions.iter().zip(woken.results) {
+                    fresh[position] = true;
+                    results[position] = result;
+                }
+                learn(ctx, &parts, &ids, &woken.positions, &results);
+                // The other cores' partitions may have grown too.
+                let others: Vec<usize> = all.iter().copied().filter(|&p| !fresh[p]).collect();
+                read_fresh(ctx, &parts, &ids, &others, max_bytes, &mut results).await;
+            }
+            None => read_fresh(ctx, &parts, &ids, &all, max_bytes, &mut results).await,
+        }
     }
 
     // Cores each spent the whole budget; trim to max_bytes overall, keeping the first
@@ -174,6 +195,74 @@ pub async fn handle(
     (response, files)
 }
 
+/// Reads the parts at `positions` into `results`, each on its owning core, except parts of
+/// other cores whose published offsets show nothing at or past the fetch offset: those are
+/// answered here, empty, as their owner would (`published.rs`), without a trip to it.
+async fn read_fresh(
+    ctx: &Rc<CoreContext>,
+    parts: &[FetchPart],
+    ids: &[Option<u128>],
+    positions: &[usize],
+    max_bytes: usize,
+    results: &mut [FetchPartResult],
+) {
+    let mut to_read = Vec::with_capacity(positions.len());
+    let mut read_positions = Vec::with_capacity(positions.len());
+    for &position in positions {
+        let part = &parts[position];
+        let caught_up = ids[position]
+            .filter(|_| ctx.owner_of(&part.topic, part.partition) != ctx.core_id)
+            .and_then(|id| {
+                ctx.remote_offsets
+                    .caught_up(&part.topic, part.partition, id, part.fetch_offset)
+            });
+        match caught_up {
+            Some((high_watermark, log_start_offset)) => {
+                results[position] = FetchPartResult {
+                    error_code: 0,
+                    high_watermark,
+                    log_start_offset,
+                    records: SendData::default(),
+                    published: None,
+                }
+            }
+            None => {
+                to_read.push(part.clone());
+                read_positions.push(position);
+            }
+        }
+    }
+    if to_read.is_empty() {
+        return;
+    }
+    let read = read_round(ctx, &to_read, max_bytes).await;
+    for (&position, result) in read_positions.iter().zip(read) {
+        results[position] = result;
+    }
+    learn(ctx, parts, ids, &read_positions, results);
+}
+
+/// Keeps the published offsets the owners sent for parts of other cores, if they are of the
+/// topic our metadata knows by that name.
+fn learn(
+    ctx: &CoreContext,
+    parts: &[FetchPart],
+    ids: &[Option<u128>],
+    positions: &[usize],
+    results: &[FetchPartResult],
+) {
+    for &position in positions {
+        let part = &parts[position];
+        if let Some(published) = &results[position].published
+            && ids[position] == Some(published.topic_id())
+            && ctx.owner_of(&part.topic, part.partition) != ctx.core_id
+        {
+            ctx.remote_offsets
+                .remember(&part.topic, part.partition, published);
+        }
+    }
+}
+
 /// Reads every part once on its owning core.
 async fn read_round(
     ctx: &Rc<CoreContext>,
@@ -194,24 +283,51 @@ async fn read_round(
     .await
 }
 
-/// Returns when any involved core reports new data, or after `timeout`.
-async fn wait_any(ctx: &Rc<CoreContext>, waits: Vec<WaitPart>, timeout: Duration) {
+/// The parts one core read when it woke up (see [`wait_any`]).
+struct Woken {
+    /// Positions of the parts in the fetch's list.
+    positions: Vec<usize>,
+    /// Their results, in the same order.
+    results: Vec<FetchPartResult>,
+}
+
+/// Waits until any involved core has new data, or `timeout` (`None`). The first core to have
+/// some reads its share of `parts` and answers with it.
+async fn wait_any(
+    ctx: &Rc<CoreContext>,
+    parts: &[FetchPart],
+    waits: Vec<WaitPart>,
+    max_bytes: usize,
+    timeout: Duration,
+) -> Option<Woken> {
     let timeout_ms = timeout.as_millis().max(1) as u64;
-    let splits = split_by_owner(waits, |w| ctx.owner_of(&w.topic, w.partition));
+    let pairs: Vec<(WaitPart, FetchPart)> = waits.into_iter().zip(parts.iter().cloned()).collect();
+    let splits = split_by_owner(pairs, |(w, _)| ctx.owner_of(&w.topic, w.partition));
     let waiters: Vec<_> = splits
         .into_iter()
         .map(|split| {
             let ctx = ctx.clone();
             Box::pin(async move {
-                let _ = ctx
-                    .call(
-                        split.core,
-                        CoreRequest::WaitForData {
-                            parts: split.items,
-                            timeout_ms,
-                        },
-                    )
-                    .await;
+                let (waits, reads): (Vec<WaitPart>, Vec<FetchPart>) =
+                    split.items.into_iter().unzip();
+                let expected = reads.len();
+                let request = CoreRequest::WaitForData {
+                    parts: waits,
+                    reads,
+                    max_bytes,
+                    timeout_ms,
+                };
+                let results = match ctx.call(split.core, request).await {
+                    Ok(CoreReply::Fetch(results)) if results.len() == expected => results,
+                    // Unreachable (logged by `call`) or a wrong answer: as `read_round` does.
+                    _ => (0..expected)
+                        .map(|_| FetchPartResult::error(ResponseError::NotLeaderOrFollower.code()))
+                        .collect(),
+                };
+                Some(Woken {
+                    positions: split.positions,
+                    results,
+                })
             })
         })
         .collect();
@@ -219,11 +335,14 @@ async fn wait_any(ctx: &Rc<CoreContext>, waits: Vec<WaitPart>, timeout: Duration
         // Nothing to wait on (an empty fetch): sleep out the wait, as Kafka does, rather
         // than spinning.
         glommio::timer::sleep(timeout).await;
-        return;
+        return None;
     }
     let first = crate::join::first_of(waiters);
-    let timer = glommio::timer::sleep(timeout);
-    futures_lite::future::or(first, timer).await;
+    let timer = async {
+        glommio::timer::sleep(timeout).await;
+        None
+    };
+    futures_lite::future::or(first, timer).await
 }
 
 /// The record data of every partition in a response (for an encoder that references it).
