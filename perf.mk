@@ -1,6 +1,6 @@
 # `make bench-check`: the hardware-limit measurements of issue 6, each printed as a ratio
-# against its target. Informational: it never fails on a time, and CI does not run it (a full check
-# takes many minutes and tens of GB of writes; run it by hand and record the table).
+# against its target. Informational: it never fails on a time. CI runs it after `make test` for
+# information (.ci/run; a full check takes about 10 minutes and writes tens of GB, one run at a time).
 #
 # It builds release, starts a broker on a free loopback port with a temporary data directory
 # under PERF_DIR_PARENT, runs each load PERF_RUNS times, and prints one table. The machine's
