@@ -132,13 +132,9 @@ impl RemoteOffsets {
     }
 
     /// Partitions with an entry.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.by_topic.borrow().values().map(HashMap::len).sum()
-    }
-
-    /// Whether there is no entry.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -186,6 +182,6 @@ mod tests {
         assert_eq!(remote.caught_up("t", 0, 2, 0), Some((0, 0)));
         assert_eq!(remote.len(), 2);
         remote.forget_topic("t");
-        assert!(remote.is_empty());
+        assert_eq!(remote.len(), 0);
     }
 }

@@ -96,9 +96,8 @@ pub async fn handle(
         .iter()
         .map(|p| image.topics.get(&p.topic).map(|t| t.id))
         .collect();
-    let all: Vec<usize> = (0..parts.len()).collect();
     let mut results = vec![FetchPartResult::default(); parts.len()];
-    read_fresh(ctx, &parts, &ids, &all, max_bytes, &mut results).await;
+    read_fresh(ctx, &parts, &ids, 0..parts.len(), max_bytes, &mut results).await;
     loop {
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let any_error = results.iter().any(|r| r.error_code != 0);
@@ -124,10 +123,10 @@ pub async fn handle(
                 }
                 learn(ctx, &parts, &ids, &woken.positions, &results);
                 // The other cores' partitions may have grown too.
-                let others: Vec<usize> = all.iter().copied().filter(|&p| !fresh[p]).collect();
-                read_fresh(ctx, &parts, &ids, &others, max_bytes, &mut results).await;
+                let others = (0..parts.len()).filter(|&p| !fresh[p]);
+                read_fresh(ctx, &parts, &ids, others, max_bytes, &mut results).await;
             }
-            None => read_fresh(ctx, &parts, &ids, &all, max_bytes, &mut results).await,
+            None => read_fresh(ctx, &parts, &ids, 0..parts.len(), max_bytes, &mut results).await,
         }
     }
 
@@ -202,13 +201,13 @@ async fn read_fresh(
     ctx: &Rc<CoreContext>,
     parts: &[FetchPart],
     ids: &[Option<u128>],
-    positions: &[usize],
+    positions: impl Iterator<Item = usize>,
     max_bytes: usize,
     results: &mut [FetchPartResult],
 ) {
-    let mut to_read = Vec::with_capacity(positions.len());
-    let mut read_positions = Vec::with_capacity(positions.len());
-    for &position in positions {
+    let mut to_read = Vec::with_capacity(parts.len());
+    let mut read_positions = Vec::with_capacity(parts.len());
+    for position in positions {
         let part = &parts[position];
         let caught_up = ids[position]
             .filter(|_| ctx.owner_of(&part.topic, part.partition) != ctx.core_id)
