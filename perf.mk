@@ -1,6 +1,6 @@
 # `make bench-check`: the hardware-limit measurements of issue 6, each printed as a ratio
-# against its target. Informational: it never fails on a time. CI runs it after `make test` for
-# information (.ci/run; a full check takes about 10 minutes and writes tens of GB, one run at a time).
+# against its target. Informational: it never fails on a time. CI runs exactly `make test`, not
+# this (a full check takes about 10 minutes and writes tens of GB, one run at a time); run it by hand.
 #
 # It builds release, starts a broker on a free loopback port with a temporary data directory
 # under PERF_DIR_PARENT, runs each load PERF_RUNS times, and prints one table. The machine's
