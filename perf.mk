@@ -220,8 +220,9 @@ try:
             while time.monotonic() < deadline and any(n.endswith(".deleted") for n in os.listdir(data)):
                 time.sleep(0.2)
         seq[0] += 1; return f"check-{seq[0]}"
-    def bench(*args, timeout=300):
-        return run_json([G, "bench", *args, "--bootstrap", B, "--json", "--no-progress"], timeout=timeout)
+    def bench(*args, timeout=300, nice=None):
+        first = ["nice", "-n", str(nice)] if nice else []
+        return run_json([*first, G, "bench", *args, "--bootstrap", B, "--json", "--no-progress"], timeout=timeout)
     common = ["--partitions", "6", "--producers", PRODUCERS, "--batch-bytes", BATCH]
     def produce(size, messages, acks):
         # The topic first: taking it deletes the previous run's, whose trims settle() waits out.
@@ -336,6 +337,14 @@ try:
         # part of it before its request is sent, whatever the broker does.
         results[f"{prefix}_batch_fill_ms"] = int(batch) / 1040 / (int(rate) / int(PRODUCERS)) * 1000
         commands[f"{prefix}_batch_fill_ms"] = f"batch.size / about 1,040 bytes per 1 KB record / (rate / {PRODUCERS} producers)"
+        if prefix == "lat":
+            # The same load with the load tool at a lower CPU priority, so the broker runs as
+            # soon as it is runnable: how much of the latency is the two sharing 2 CPUs
+            # (BENCHMARKS.md, "Observed (session 21)"). Information only.
+            r = runs("produce latency, load tool at nice 10", settled(lambda t: bench("produce", "--topic", t, *flags, "--size", "1024", "--rate", rate, "--duration-secs", LAT_SECS, "--warmup-secs", "1", timeout=int(float(LAT_SECS)) + 60, nice=10)))
+            record(f"{prefix}_nice_p99_ms", field(r, "latency_ms", "p99"), "nice -n 10 gregor bench produce (the same flags)")
+            record(f"{prefix}_nice_p999_ms", field(r, "latency_ms", "p999"), "(same run)")
+            record(f"{prefix}_nice_request_p99_ms", field(r, "request_latency_ms", "p99"), "(same run)")
         # The first second is left out, as for the produce rows above (fresh memory and new
         # segment files; it is where most end-to-end spikes were seen).
         r = runs(f"e2e latency ({prefix})", settled(lambda t: bench("e2e", "--topic", t, *flags, "--size", "1024", "--rate", rate, "--duration-secs", LAT_SECS, "--warmup-secs", "1", "--verify", timeout=int(float(LAT_SECS)) + 60)))
@@ -408,6 +417,9 @@ rows = [
     ("produce p99.9 at half max (ms)", results.get("lat_p999_ms"), "<= 10", lambda v: v <= 10, ""),
     ("  of which request p99 (ms)", results.get("lat_request_p99_ms"), "info", lambda v: True, "request written to acknowledged: the broker, the disk and loopback"),
     ("  one producer's batch fills in (ms)", results.get("lat_batch_fill_ms"), "info", lambda v: True, "a record waits up to this before it is sent"),
+    ("  load tool at nice 10: p99 (ms)", results.get("lat_nice_p99_ms"), "info", lambda v: True, "the broker first on the shared CPUs"),
+    ("  load tool at nice 10: p99.9 (ms)", results.get("lat_nice_p999_ms"), "info", lambda v: True, ""),
+    ("  load tool at nice 10: request p99 (ms)", results.get("lat_nice_request_p99_ms"), "info", lambda v: True, ""),
     ("end-to-end p99 at half max (ms)", results.get("lat_e2e_p99_ms"), "<= 5", lambda v: v <= 5, ""),
     ("  worst e2e latency in any second (ms)", results.get("lat_e2e_worst_second_ms"), "info", lambda v: True, "median over runs of the worst second"),
     ("e2e p99 at 100k rec/s (ms)", results.get("e2e_alone_p99_ms"), "info", lambda v: True, ""),
