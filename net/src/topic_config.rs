@@ -45,22 +45,27 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
             Err(format!("only '{fixed}' is supported"))
         };
     }
-    let int = |min: i64| -> Result<(), String> {
+    // Kafka types each config INT (32 bits) or LONG (64 bits) and refuses a value out of
+    // its type's range; an INT accepted here would otherwise be clamped silently.
+    let in_range = |min: i64, max: i64| -> Result<(), String> {
         match value.trim().parse::<i64>() {
-            Ok(v) if v >= min => Ok(()),
-            Ok(_) => Err(format!("must be >= {min}")),
+            Ok(v) if v < min => Err(format!("must be >= {min}")),
+            Ok(v) if v > max => Err(format!("must be <= {max} (a 32-bit integer)")),
+            Ok(_) => Ok(()),
             Err(_) => Err("not an integer".to_string()),
         }
     };
+    let int32 = |min: i64| in_range(min, i32::MAX as i64);
+    let int = |min: i64| in_range(min, i64::MAX);
     match name {
-        "max.message.bytes" => int(0),
-        "segment.bytes" => int(14),
+        "max.message.bytes" => int32(0),
+        "segment.bytes" => int32(14),
         "segment.ms" => int(1),
         "retention.ms" => int(-1),
         "retention.bytes" => int(-1),
         "flush.messages" => int(1),
         "flush.ms" => int(0),
-        "index.interval.bytes" => int(0),
+        "index.interval.bytes" => int32(0),
         "file.delete.delay.ms" => int(0),
         "message.timestamp.type" => match value {
             "CreateTime" | "LogAppendTime" => Ok(()),
@@ -158,6 +163,11 @@ mod tests {
         assert!(validate("retention.ms", "-2").is_err());
         assert!(validate("retention.ms", "abc").is_err());
         assert!(validate("segment.bytes", "10").is_err());
+        assert!(validate("segment.bytes", "2147483647").is_ok());
+        assert!(validate("segment.bytes", "2147483648").is_err());
+        assert!(validate("max.message.bytes", "8589934592").is_err());
+        assert!(validate("index.interval.bytes", "4294967296").is_err());
+        assert!(validate("retention.bytes", "8589934592").is_ok());
         assert!(validate("cleanup.policy", "delete").is_ok());
         assert!(validate("cleanup.policy", "compact").is_err());
         assert!(validate("no.such.config", "1").is_err());

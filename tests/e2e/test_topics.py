@@ -52,8 +52,13 @@ def test_create_errors(broker, topic_name):
         create_error(b, NewTopic(topic_name + "-u", 1, 1, config={"no.such.config": "1"}))
         == KafkaError.INVALID_CONFIG
     )
+    # segment.bytes is a 32-bit INT in Kafka: 8 GiB is refused, not clamped.
+    assert (
+        create_error(b, NewTopic(topic_name + "-i", 1, 1, config={"segment.bytes": str(8 << 30)}))
+        == KafkaError.INVALID_CONFIG
+    )
     md = admin(b).list_topics(timeout=T)
-    for suffix in ("-z", "-r", "-c", "-u"):
+    for suffix in ("-z", "-r", "-c", "-u", "-i"):
         assert topic_name + suffix not in md.topics
 
 
