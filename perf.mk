@@ -329,7 +329,9 @@ try:
     record("p1k_lat_cfg_rec_s", field(r, "records_per_sec"), f"gregor bench produce --partitions 6 --producers {PRODUCERS} --batch-bytes {LAT_BATCH} --messages {P1K} --size 1024 --acks 1")
     def latency(prefix, flags, batch, max_rec_s):
         rate = str(int((max_rec_s or 200000) / 2))
-        r = runs(f"produce latency ({prefix})", settled(lambda t: bench("produce", "--topic", t, *flags, "--size", "1024", "--rate", rate, "--duration-secs", LAT_SECS, "--warmup-secs", "1", timeout=int(float(LAT_SECS)) + 60)))
+        def produce_at_rate(t, nice=None):
+            return bench("produce", "--topic", t, *flags, "--size", "1024", "--rate", rate, "--duration-secs", LAT_SECS, "--warmup-secs", "1", timeout=int(float(LAT_SECS)) + 60, nice=nice)
+        r = runs(f"produce latency ({prefix})", settled(produce_at_rate))
         record(f"{prefix}_p99_ms", field(r, "latency_ms", "p99"), f"gregor bench produce --partitions 6 --producers {PRODUCERS} --batch-bytes {batch} --size 1024 --rate {rate} --duration-secs {LAT_SECS} --warmup-secs 1")
         record(f"{prefix}_p999_ms", field(r, "latency_ms", "p999"), "(same run)")
         record(f"{prefix}_request_p99_ms", field(r, "request_latency_ms", "p99"), "(same run: from the request written to its acknowledgment)")
@@ -341,7 +343,7 @@ try:
             # The same load with the load tool at a lower CPU priority, so the broker runs as
             # soon as it is runnable: how much of the latency is the two sharing 2 CPUs
             # (BENCHMARKS.md, "Observed (session 21)"). Information only.
-            r = runs("produce latency, load tool at nice 10", settled(lambda t: bench("produce", "--topic", t, *flags, "--size", "1024", "--rate", rate, "--duration-secs", LAT_SECS, "--warmup-secs", "1", timeout=int(float(LAT_SECS)) + 60, nice=10)))
+            r = runs("produce latency, load tool at nice 10", settled(lambda t: produce_at_rate(t, nice=10)))
             record(f"{prefix}_nice_p99_ms", field(r, "latency_ms", "p99"), "nice -n 10 gregor bench produce (the same flags)")
             record(f"{prefix}_nice_p999_ms", field(r, "latency_ms", "p999"), "(same run)")
             record(f"{prefix}_nice_request_p99_ms", field(r, "request_latency_ms", "p99"), "(same run)")
